@@ -1,0 +1,51 @@
+"""aivonx: a high-availability proxy for Ollama."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from aivonx import commands, errors, logs, runtime
+from aivonx.extensions import db, migrate, redis_store
+from aivonx.proxy.views import bp as ollama_bp
+from config import build_settings
+
+__version__ = "0.1.0"
+
+MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app. `config` overrides settings (tests); otherwise AIVONX_* variables rule."""
+    app = Flask(__name__, instance_relative_config=True, static_folder=None)
+    app.config.from_mapping(build_settings(config, instance_path=app.instance_path))
+    os.makedirs(app.instance_path, exist_ok=True)
+
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_commands(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    logs.init_app(app)
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS_DIR)
+    redis_store.init_app(app)
+    runtime.init_app(app)
+
+
+def register_blueprints(app: Flask) -> None:
+    app.register_blueprint(ollama_bp)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    errors.register_errorhandlers(app)
+
+
+def register_commands(app: Flask) -> None:
+    commands.register_commands(app)

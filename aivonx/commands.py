@@ -1,0 +1,88 @@
+"""Flask CLI: `flask --app aivonx init` and the `nodes` group."""
+
+from __future__ import annotations
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from flask_migrate import upgrade
+from sqlalchemy import select
+
+from aivonx import store
+from aivonx.extensions import db
+from aivonx.models import Node
+
+nodes_cli = AppGroup("nodes", help="Manage the Ollama nodes behind the proxy.")
+
+
+@click.command("init")
+def init_command() -> None:
+    """Migrate the database, create the settings row and add the AIVONX_NODES (idempotent)."""
+    upgrade()
+    store.ensure_config(current_app.config)
+    for node in store.seed_nodes(current_app.config["AIVONX_NODES"]):
+        click.echo(f"added node {node.name} ({node.base_url})")
+    click.echo("database ready")
+
+
+def _node_or_fail(ref: str) -> Node:
+    node = store.find_node(ref)
+    if node is None:
+        raise click.ClickException(f"no node {ref!r} (give an id, a name or a base URL)")
+    return node
+
+
+@nodes_cli.command("add")
+@click.argument("base_url")
+@click.option("--name", help="Defaults to host:port of the URL.")
+@click.option("--priority", type=int, default=0, show_default=True, help="Lower is preferred.")
+@click.option("--weight", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--max-concurrent", type=click.IntRange(min=0), default=0, show_default=True, help="0: unlimited.")
+@click.option("--disabled", is_flag=True, help="Add it disabled.")
+def add_node(base_url: str, name: str | None, priority: int, weight: int, max_concurrent: int, disabled: bool) -> None:
+    try:
+        node = store.add_node(
+            base_url, name, priority=priority, weight=weight, max_concurrent=max_concurrent, enabled=not disabled
+        )
+    except store.NodeInputError as exc:
+        raise click.BadParameter(exc.message, param_hint=exc.field) from None
+    click.echo(f"added node {node.id} {node.name} ({node.base_url})")
+
+
+@nodes_cli.command("list")
+def list_nodes() -> None:
+    rows = db.session.scalars(select(Node).order_by(Node.id)).all()
+    if not rows:
+        click.echo("no nodes")
+    for node in rows:
+        state = "enabled" if node.enabled else "disabled"
+        click.echo(f"{node.id}\t{node.name}\t{node.base_url}\t{state}\tpriority={node.priority}\tweight={node.weight}")
+
+
+@nodes_cli.command("remove")
+@click.argument("node")
+def remove_node(node: str) -> None:
+    found = _node_or_fail(node)
+    store.remove_node(found)
+    click.echo(f"removed node {found.name}")
+
+
+@nodes_cli.command("enable")
+@click.argument("node")
+def enable_node(node: str) -> None:
+    found = _node_or_fail(node)
+    store.set_enabled(found, True)
+    click.echo(f"enabled node {found.name}")
+
+
+@nodes_cli.command("disable")
+@click.argument("node")
+def disable_node(node: str) -> None:
+    found = _node_or_fail(node)
+    store.set_enabled(found, False)
+    click.echo(f"disabled node {found.name}")
+
+
+def register_commands(app: Flask) -> None:
+    app.cli.add_command(init_command)
+    app.cli.add_command(nodes_cli)

@@ -1,0 +1,59 @@
+"""How to pick one node among the candidates for a request.
+
+Each strategy gets the candidates (already filtered to healthy nodes that have the model,
+not full, best priority tier), their active-request counts and their statuses.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+from aivonx.proxy.types import NodeSpec, NodeStatus
+
+Strategy = Callable[[Sequence[NodeSpec], Mapping[int, int], Mapping[int, NodeStatus]], NodeSpec]
+
+# One turn counter per process: spreads ties evenly instead of always taking the first.
+_turn = itertools.count()
+
+
+def _take_turn(nodes: Sequence[NodeSpec]) -> NodeSpec:
+    if len(nodes) == 1:
+        return nodes[0]
+    return nodes[next(_turn) % len(nodes)]
+
+
+def least_active(
+    candidates: Sequence[NodeSpec], counts: Mapping[int, int], statuses: Mapping[int, NodeStatus]
+) -> NodeSpec:
+    """Fewest active requests per unit of weight; ties take turns."""
+    loads = [counts.get(node.id, 0) / max(node.weight, 1) for node in candidates]
+    lowest = min(loads)
+    return _take_turn([node for node, load in zip(candidates, loads, strict=True) if load == lowest])
+
+
+def lowest_latency(
+    candidates: Sequence[NodeSpec], counts: Mapping[int, int], statuses: Mapping[int, NodeStatus]
+) -> NodeSpec:
+    """Lowest measured probe latency; ties (or unknown latencies) fall back to least_active."""
+
+    def latency(node: NodeSpec) -> float:
+        status = statuses.get(node.id)
+        return status.latency_ms if status and status.latency_ms is not None else math.inf
+
+    lowest = min(latency(node) for node in candidates)
+    return least_active([node for node in candidates if latency(node) == lowest], counts, statuses)
+
+
+def round_robin(
+    candidates: Sequence[NodeSpec], counts: Mapping[int, int], statuses: Mapping[int, NodeStatus]
+) -> NodeSpec:
+    return _take_turn(candidates)
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "least_active": least_active,
+    "lowest_latency": lowest_latency,
+    "round_robin": round_robin,
+}

@@ -1,0 +1,316 @@
+"""The Ollama API and the OpenAI-compatible `/v1` API, as one Ollama server would serve them."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from flask import Blueprint, Response, current_app, request
+
+from aivonx.proxy import fanout, listing
+from aivonx.proxy.errors import BadRequest, ModelNotFound, NoHealthyNode
+from aivonx.proxy.forward import Exchange, ndjson_error, relay, sse_error
+from aivonx.proxy.manager import ProxyManager
+from aivonx.proxy.names import normalize_model
+from aivonx.proxy.types import ACTIVE, NodeSpec
+from aivonx.proxy.upstream import request_headers, response_headers
+from aivonx.runtime import Runtime, get_runtime
+
+bp = Blueprint("ollama", __name__)
+
+NDJSON = "application/x-ndjson"
+# Ollama reports its own version here and clients compare it; with no node known yet we
+# still answer a valid semver.
+FALLBACK_OLLAMA_VERSION = "0.0.0"
+
+
+def runtime() -> Runtime:
+    rt = get_runtime(current_app)
+    rt.ensure_loaded()
+    return rt
+
+
+def json_body(model_fields: Sequence[str] = ("model",), *, model_required: bool = True) -> tuple[bytes, dict, str]:
+    """The raw body (forwarded untouched), its parsed form, and the model it names."""
+    body = request.get_data(cache=False)
+    if not body.strip():
+        raise BadRequest("missing request body")
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:  # also non-UTF-8 bytes
+        raise BadRequest(f"invalid JSON body: {exc}") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("request body must be a JSON object")
+    model = next((payload[f] for f in model_fields if payload.get(f) not in (None, "")), None)
+    if model is None and model_required:
+        raise BadRequest("model is required")
+    if model is not None and not isinstance(model, str):
+        raise BadRequest("model must be a string")
+    return body, payload, (model or "").strip()
+
+
+def forwarded_headers(manager: ProxyManager) -> dict[str, str]:
+    return request_headers(request.headers, forward_authorization=manager.settings.forward_authorization)
+
+
+def node_timeout(manager: ProxyManager) -> tuple[float, float]:
+    return (manager.settings.connect_timeout, manager.settings.first_byte_timeout)
+
+
+def exchange_response(exchange: Exchange, error_chunk: Callable[[str], bytes]) -> Response:
+    upstream = exchange.response
+    headers = response_headers(upstream.headers)
+    if exchange.buffered:
+        return Response(exchange.first, status=upstream.status_code, headers=headers)
+    response = Response(relay(exchange, error_chunk), status=upstream.status_code, headers=headers)
+    response.headers["X-Accel-Buffering"] = "no"
+    # If the client leaves before the body starts, the generator never runs its finally.
+    response.call_on_close(exchange.close)
+    return response
+
+
+def routed(model_fields: Sequence[str] = ("model",), error_chunk: Callable[[str], bytes] = ndjson_error) -> Response:
+    """Send the request to one node that has the model, failing over before the first byte."""
+    body, _, model = json_body(model_fields)
+    rt = runtime()
+    exchange = rt.forwarder.open(request.method, request.path, model, body, forwarded_headers(rt.manager))
+    return exchange_response(exchange, error_chunk)
+
+
+def streaming_requested(payload: dict[str, Any]) -> bool:
+    return payload.get("stream") is not False  # absent means streaming, as in Ollama
+
+
+def progress_response(
+    rt: Runtime, nodes: list[NodeSpec], body: bytes, payload: dict, what: str, on_success: Callable[[NodeSpec], None]
+) -> Response:
+    stream = fanout.merged_progress(
+        rt.upstream,
+        nodes,
+        request.path,
+        body=body,
+        headers=forwarded_headers(rt.manager),
+        timeout=node_timeout(rt.manager),
+        on_success=on_success,
+        what=what,
+    )
+    if streaming_requested(payload):
+        response = Response(stream, mimetype=NDJSON)
+        response.headers["X-Accel-Buffering"] = "no"
+        return response
+    *_, last = stream  # without streaming only the final line matters
+    outcome = json.loads(last)
+    return Response(last, status=502 if "error" in outcome else 200, mimetype="application/json")
+
+
+def active_holders(rt: Runtime, model: str) -> list[NodeSpec]:
+    holders = rt.manager.holders(model)
+    if not holders:
+        raise ModelNotFound(model)
+    active = [node for node in holders if rt.manager.pool_of(node) == ACTIVE]
+    if not active:
+        raise NoHealthyNode(f"no healthy node has model '{model}'", retry_after=5)
+    return active
+
+
+def active_nodes(rt: Runtime) -> list[NodeSpec]:
+    nodes = rt.manager.active_nodes()
+    if not nodes:
+        raise NoHealthyNode("no healthy node", retry_after=5)
+    return nodes
+
+
+def outcome_response(outcomes: list[fanout.NodeOutcome]) -> Response:
+    """Success when every node succeeded; else the first failure, as the node said it."""
+    failed = [outcome for outcome in outcomes if not outcome.ok]
+    if not failed:
+        first = outcomes[0]
+        return Response(first.body, status=first.status, mimetype="application/json")
+    summary = "; ".join(f"{o.node.name}: {o.error}" for o in failed)
+    statuses = {o.status for o in failed}
+    status = statuses.pop() if len(statuses) == 1 and None not in statuses else 502
+    return Response(json.dumps({"error": summary}), status=status, mimetype="application/json")
+
+
+# -- routes ------------------------------------------------------------------------------
+
+
+@bp.route("/", methods=["GET", "HEAD"])
+def root() -> Response:
+    return Response("Ollama is running", mimetype="text/plain")
+
+
+@bp.route("/api/version", methods=["GET", "HEAD"])
+def version() -> dict[str, str]:
+    """The oldest version among healthy nodes: what every request can rely on."""
+    rt = runtime()
+    versions = [rt.manager.status(node.id).version for node in rt.manager.active_nodes()]
+    known = [v for v in versions if v]
+    if not known:
+        return {"version": FALLBACK_OLLAMA_VERSION}
+    return {"version": min(known, key=_version_key)}
+
+
+def _version_key(text: str) -> tuple[int, ...]:
+    parts = []
+    for part in text.lstrip("v").split("-")[0].split(".")[:3]:
+        parts.append(int(part) if part.isdigit() else 0)
+    return tuple(parts)
+
+
+@bp.post("/api/generate")
+@bp.post("/api/chat")
+@bp.post("/api/embed")
+@bp.post("/api/embeddings")
+def inference() -> Response:
+    return routed()
+
+
+@bp.post("/api/show")
+@bp.post("/api/push")
+def model_routed() -> Response:
+    return routed(("model", "name"))
+
+
+@bp.post("/v1/chat/completions")
+@bp.post("/v1/completions")
+@bp.post("/v1/embeddings")
+def openai_inference() -> Response:
+    return routed(error_chunk=sse_error)
+
+
+@bp.get("/api/tags")
+def tags() -> dict[str, Any]:
+    rt = runtime()
+    listing.refresh_stale(rt.manager, rt.upstream)
+    return {"models": listing.merged_tags(rt.manager)}
+
+
+@bp.get("/api/ps")
+def ps() -> dict[str, Any]:
+    rt = runtime()
+    listing.refresh_stale(rt.manager, rt.upstream)
+    return {"models": listing.merged_ps(rt.manager)}
+
+
+@bp.get("/v1/models")
+def openai_models() -> dict[str, Any]:
+    rt = runtime()
+    listing.refresh_stale(rt.manager, rt.upstream)
+    return {"object": "list", "data": [listing.openai_model(entry) for entry in listing.merged_tags(rt.manager)]}
+
+
+@bp.get("/v1/models/<path:model>")
+def openai_model(model: str) -> dict[str, Any]:
+    rt = runtime()
+    listing.refresh_stale(rt.manager, rt.upstream)
+    key = normalize_model(model)
+    for entry in listing.merged_tags(rt.manager):
+        if listing.model_key(entry) == key:
+            return listing.openai_model(entry)
+    raise ModelNotFound(model)
+
+
+def _pull_targets(rt: Runtime, payload: dict[str, Any]) -> list[NodeSpec]:
+    """All active nodes, or the one named by the request's optional `node` field."""
+    ref = payload.get("node")
+    if ref is None:
+        return active_nodes(rt)
+    ref = str(ref)
+    for node in rt.manager.nodes:
+        if ref in (str(node.id), node.name, node.base_url):
+            if rt.manager.pool_of(node) != ACTIVE:
+                raise NoHealthyNode(f"node '{node.name}' is not active", retry_after=5)
+            return [node]
+    raise BadRequest(f"unknown node '{ref}'")
+
+
+@bp.post("/api/pull")
+def pull() -> Response:
+    body, payload, model = json_body(("model", "name"))
+    rt = runtime()
+    nodes = _pull_targets(rt, payload)
+    return progress_response(rt, nodes, body, payload, f"pull of '{model}'", _refresher(rt))
+
+
+@bp.post("/api/create")
+def create() -> Response:
+    body, payload, model = json_body(("model", "name"))
+    rt = runtime()
+    base = payload.get("from")
+    # Built on a model the pool has: only where that model is. From blobs or a registry: everywhere.
+    nodes = active_holders(rt, base) if isinstance(base, str) and rt.manager.holders(base) else active_nodes(rt)
+    return progress_response(rt, nodes, body, payload, f"create of '{model}'", _refresher(rt))
+
+
+def _refresher(rt: Runtime) -> Callable[[NodeSpec], None]:
+    return lambda node: listing.refresh_models(rt.manager, rt.upstream, [node])
+
+
+@bp.post("/api/copy")
+def copy() -> Response:
+    body, payload, source = json_body(("source",))
+    destination = payload.get("destination")
+    if not isinstance(destination, str) or not destination.strip():
+        raise BadRequest("destination is required")
+    rt = runtime()
+    nodes = active_holders(rt, source)
+    outcomes = fanout.call_all(
+        rt.upstream, nodes, "POST", "/api/copy",
+        body=body, headers=forwarded_headers(rt.manager), timeout=node_timeout(rt.manager),
+    )  # fmt: skip
+    listing.refresh_models(rt.manager, rt.upstream, [o.node for o in outcomes if o.ok])
+    return outcome_response(outcomes)
+
+
+@bp.delete("/api/delete")
+def delete() -> Response:
+    body, _, model = json_body(("model", "name"))
+    rt = runtime()
+    nodes = active_holders(rt, model)
+    outcomes = fanout.call_all(
+        rt.upstream, nodes, "DELETE", "/api/delete",
+        body=body, headers=forwarded_headers(rt.manager), timeout=node_timeout(rt.manager),
+    )  # fmt: skip
+    for outcome in outcomes:
+        if outcome.ok or outcome.status == 404:
+            rt.manager.forget_model(outcome.node, model)
+    if any(outcome.ok for outcome in outcomes):
+        return Response(status=200)
+    return outcome_response(outcomes)
+
+
+@bp.route("/api/blobs/<digest>", methods=["HEAD"])
+def blob_exists(digest: str) -> Response:
+    rt = runtime()
+    outcomes = fanout.call_all(
+        rt.upstream, active_nodes(rt), "HEAD", f"/api/blobs/{digest}",
+        body=None, headers={}, timeout=node_timeout(rt.manager),
+    )  # fmt: skip
+    # Present only when every node that may run `create` has it; otherwise the client uploads.
+    return Response(status=200 if all(o.ok for o in outcomes) else 404)
+
+
+@bp.post("/api/blobs/<digest>")
+def blob_upload(digest: str) -> Response:
+    # Blobs are model weights: no body size limit here, and never held in memory.
+    request.max_content_length = None
+    rt = runtime()
+    nodes = active_nodes(rt)
+    timeout = node_timeout(rt.manager)
+    with tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024) as spool:
+        while chunk := request.stream.read(1024 * 1024):
+            spool.write(chunk)
+        outcomes = []
+        for node in nodes:
+            spool.seek(0)
+            (outcome,) = fanout.call_all(
+                rt.upstream, [node], "POST", f"/api/blobs/{digest}", body=spool, headers={}, timeout=timeout
+            )
+            outcomes.append(outcome)
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        return outcome_response(failed)
+    return Response(status=201)

@@ -1,0 +1,202 @@
+"""Shared fixtures: the backend under test, fake Ollama nodes, and a running proxy.
+
+`AIVONX_TEST_BACKEND` picks the backend the whole suite runs on:
+- `sqlite` (default): a SQLite file per test and in-memory state;
+- `postgres`: a fresh PostgreSQL database per test and Redis state under a fresh key prefix.
+Both servers are real (PostgreSQL at AIVONX_TEST_POSTGRES_URL, Redis at AIVONX_TEST_REDIS_URL).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis
+import sqlalchemy as sa
+from flask import Flask
+from flask_migrate import upgrade
+from werkzeug.serving import make_server
+
+from aivonx import create_app, store
+from aivonx.runtime import Runtime, get_runtime
+from tests.fake_ollama import FakeOllama
+
+BACKEND = os.environ.get("AIVONX_TEST_BACKEND", "sqlite")
+POSTGRES_URL = os.environ.get("AIVONX_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("AIVONX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+if BACKEND not in ("sqlite", "postgres"):
+    raise pytest.UsageError(f"AIVONX_TEST_BACKEND must be sqlite or postgres, not {BACKEND!r}")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"aivonx backend: {BACKEND}"
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A key prefix of this test's own in the real Redis; its keys are deleted afterwards."""
+    prefix = f"aivonx-test-{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(f"{prefix}*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def redis_client() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def database_url(tmp_path: Any) -> Iterator[str]:
+    if BACKEND == "sqlite":
+        yield f"sqlite:///{tmp_path / 'aivonx.sqlite3'}"
+        return
+    name = f"aivonx_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = sa.engine.make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def make_app(database_url: str, redis_prefix: str, tmp_path: Any) -> Iterator[Callable[..., Flask]]:
+    """Build apps on this test's database (migrated from empty) and Redis prefix."""
+    apps: list[Flask] = []
+
+    def build(**overrides: Any) -> Flask:
+        config = {
+            "AIVONX_ENV": "testing",
+            "SQLALCHEMY_DATABASE_URI": database_url,
+            "AIVONX_REDIS_URL": REDIS_URL if BACKEND == "postgres" else None,
+            "AIVONX_REDIS_PREFIX": redis_prefix,
+            "AIVONX_STANDBY_INTERVAL": 0.5,
+            "AIVONX_HEALTH_INTERVAL": 60.0,
+            "AIVONX_SYNC_INTERVAL": 0.2,
+            "AIVONX_PROBE_TIMEOUT": 2.0,
+            "AIVONX_CONNECT_TIMEOUT": 1.0,
+            "AIVONX_FIRST_BYTE_TIMEOUT": 5.0,
+            **overrides,
+        }
+        app = create_app(config)
+        app.instance_path = str(tmp_path / "instance")
+        with app.app_context():
+            upgrade()
+            store.ensure_config(app.config)
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        get_runtime(app).stop()
+        with app.app_context():
+            store.db.session.remove()
+            store.db.engine.dispose()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def fake_nodes() -> Iterator[Callable[..., FakeOllama]]:
+    """Start fake Ollama nodes on loopback ports; all are stopped after the test."""
+    started: list[FakeOllama] = []
+
+    def start(*models: str, **options: Any) -> FakeOllama:
+        node = FakeOllama(models or ("llama3:latest",), **options).start()
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.stop()
+
+
+@dataclass
+class RunningProxy:
+    """A proxy serving on a loopback port (werkzeug, threaded) with its app and runtime."""
+
+    app: Flask
+    url: str
+
+    @property
+    def runtime(self) -> Runtime:
+        return get_runtime(self.app)
+
+    @property
+    def manager(self) -> Any:
+        return self.runtime.manager
+
+    def add_node(self, node: FakeOllama, **fields: Any) -> int:
+        with self.app.app_context():
+            node_id = store.add_node(node.url, node.name or None, **fields).id
+        self.refresh()
+        return node_id
+
+    def refresh(self) -> None:
+        """Reload the configuration and probe every node now (instead of waiting a tick)."""
+        self.runtime.sync(force=True)
+        self.runtime.check_now()
+
+    def active_total(self) -> int:
+        counts = self.manager.state.active_counts(node.id for node in self.manager.nodes)
+        return sum(counts.values())
+
+
+def serve(app: Flask) -> tuple[str, Callable[[], None]]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def shutdown() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+    return f"http://127.0.0.1:{server.server_port}", shutdown
+
+
+@pytest.fixture
+def make_proxy(make_app: Callable[..., Flask]) -> Iterator[Callable[..., RunningProxy]]:
+    stops: list[Callable[[], None]] = []
+
+    def start(*nodes: FakeOllama, **overrides: Any) -> RunningProxy:
+        proxy_app = make_app(**overrides)
+        url, stop = serve(proxy_app)
+        stops.append(stop)
+        proxy = RunningProxy(proxy_app, url)
+        for node in nodes:
+            with proxy_app.app_context():
+                store.add_node(node.url, node.name or None)
+        proxy.refresh()
+        return proxy
+
+    yield start
+    for stop in stops:
+        stop()
+
+
+@pytest.fixture
+def two_nodes(fake_nodes: Callable[..., FakeOllama]) -> tuple[FakeOllama, FakeOllama]:
+    return fake_nodes(name="node-a"), fake_nodes(name="node-b")
+
+
+@pytest.fixture
+def proxy(make_proxy: Callable[..., RunningProxy], two_nodes: tuple[FakeOllama, FakeOllama]) -> RunningProxy:
+    return make_proxy(*two_nodes)

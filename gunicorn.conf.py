@@ -36,3 +36,8 @@ def worker_exit(server, worker):
     app = getattr(worker, "wsgi", None)
     if app is not None:
         get_runtime(app).stop()
+
+
+# gunicorn's control socket is one per user by default; several instances on one machine
+# would contend for it, and aivonx does not use it.
+control_socket_disable = True

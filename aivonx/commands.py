@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 from flask import Flask, current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from flask_migrate import upgrade
 from sqlalchemy import select
 
@@ -16,6 +16,7 @@ nodes_cli = AppGroup("nodes", help="Manage the Ollama nodes behind the proxy.")
 
 
 @click.command("init")
+@with_appcontext
 def init_command() -> None:
     """Migrate the database, create the settings row and add the AIVONX_NODES (idempotent)."""
     upgrade()

@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import requests
+
 from aivonx.proxy.forward import NETWORK_ERRORS, describe
 from aivonx.proxy.upstream import Upstream
 
@@ -46,8 +48,10 @@ def probe_node(upstream: Upstream, base_url: str, timeout: float) -> ProbeResult
         if not isinstance(version, str):
             raise ValueError("malformed /api/version answer")
         models, loaded = fetch_models(upstream, base_url, timeout)
+    except requests.JSONDecodeError:
+        return ProbeResult(ok=False, error="answer is not JSON")
     except NETWORK_ERRORS as exc:
         return ProbeResult(ok=False, error=describe(exc))
-    except ValueError as exc:  # includes JSON decoding errors
-        return ProbeResult(ok=False, error=str(exc) if "malformed" in str(exc) else "answer is not JSON")
+    except ValueError as exc:  # a malformed answer
+        return ProbeResult(ok=False, error=str(exc))
     return ProbeResult(ok=True, latency_ms=round(latency_ms, 3), version=version, models=models, loaded=loaded)

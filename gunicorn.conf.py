@@ -23,6 +23,13 @@ loglevel = os.environ.get("AIVONX_LOG_LEVEL", "info").lower()
 limit_request_line = 8190
 
 
+def when_ready(server):
+    if workers > 1 and not os.environ.get("AIVONX_REDIS_URL"):
+        server.log.warning(
+            "AIVONX_WORKERS=%d without AIVONX_REDIS_URL: each worker counts and checks nodes on its own", workers
+        )
+
+
 def post_worker_init(worker):
     """Start this worker's background jobs (config sync, health checks) after fork."""
     from aivonx.runtime import get_runtime

@@ -97,7 +97,7 @@ class Runtime:
         check_nodes(self.manager, self.upstream, self.manager.nodes if nodes is None else nodes)
 
     def health_tick(self) -> int:
-        return health_tick(self.manager, self.upstream)
+        return health_tick(self.manager, self.upstream, HEALTH_TICK_SECONDS)
 
     def start(self) -> None:
         """Load configuration, probe once, then keep both fresh in the background."""

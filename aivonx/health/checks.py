@@ -16,8 +16,12 @@ from aivonx.proxy.upstream import Upstream
 log = logging.getLogger(__name__)
 
 
-def due_nodes(manager: ProxyManager, now: float) -> list[NodeSpec]:
-    """Enabled nodes whose last check is older than their pool's interval (new ones at once)."""
+def due_nodes(manager: ProxyManager, now: float, slack: float = 0.0) -> list[NodeSpec]:
+    """Enabled nodes whose last check is older than their pool's interval (new ones at once).
+
+    `slack` lets a scheduler tick take a node that falls due before the next tick, so
+    the interval is kept instead of rounded up to a whole extra tick.
+    """
     settings = manager.settings
     statuses = manager.state.statuses()
     due = []
@@ -29,7 +33,7 @@ def due_nodes(manager: ProxyManager, now: float) -> list[NodeSpec]:
             due.append(node)
             continue
         interval = settings.health_interval if status.healthy else settings.standby_interval
-        if now - status.checked_at >= interval:
+        if now + slack - status.checked_at >= interval:
             due.append(node)
     return due
 
@@ -69,15 +73,16 @@ def check_nodes(manager: ProxyManager, upstream: Upstream, nodes: Iterable[NodeS
     if not nodes:
         return {}
     timeout = manager.settings.probe_timeout
+    started = time.time()  # a check counts from when it began, so intervals do not drift
     with ThreadPoolExecutor(max_workers=min(len(nodes), 32), thread_name_prefix="aivonx-probe") as pool:
         results = list(pool.map(lambda node: probe_node(upstream, node.base_url, timeout), nodes))
-    now = time.time()
-    return {node.id: apply_probe(manager, node, result, now) for node, result in zip(nodes, results, strict=True)}
+    return {node.id: apply_probe(manager, node, result, started) for node, result in zip(nodes, results, strict=True)}
 
 
-def health_tick(manager: ProxyManager, upstream: Upstream) -> int:
+def health_tick(manager: ProxyManager, upstream: Upstream, tick: float = 1.0) -> int:
     """One scheduler tick: probe what is due, under the cluster-wide lock. Returns probes made."""
-    if not due_nodes(manager, time.time()):
+    slack = tick / 2
+    if not due_nodes(manager, time.time(), slack):
         return 0
     lock_ttl = 3 * manager.settings.probe_timeout + 10  # longer than the slowest possible run
     with manager.state.exclusive("health", lock_ttl) as acquired:
@@ -85,6 +90,6 @@ def health_tick(manager: ProxyManager, upstream: Upstream) -> int:
             return 0
         # Another process may have just probed: decide again on the shared statuses.
         manager.state.refresh()
-        due = due_nodes(manager, time.time())
+        due = due_nodes(manager, time.time(), slack)
         check_nodes(manager, upstream, due)
         return len(due)

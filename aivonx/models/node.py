@@ -16,6 +16,8 @@ class Node(db.Model):
     """An Ollama server. `enabled` belongs to operators; health checks never change it."""
 
     __tablename__ = "node"
+    # Never reuse a deleted node's id: shared counters and statuses are keyed by it.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)

@@ -29,6 +29,8 @@ def upgrade():
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("base_url"),
         sa.UniqueConstraint("name"),
+        # Never reuse a deleted node's id: shared counters and statuses are keyed by it.
+        sqlite_autoincrement=True,
     )
     op.create_table(
         "proxy_config",

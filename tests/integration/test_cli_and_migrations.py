@@ -86,3 +86,12 @@ def test_migrations_downgrade_to_empty_and_upgrade_again(app):
         assert set(sa.inspect(db.engine).get_table_names()) <= {"alembic_version"}
         upgrade()
         assert {"node", "proxy_config"} <= set(sa.inspect(db.engine).get_table_names())
+
+
+def test_node_ids_are_never_reused(app):
+    """Counters and statuses in Redis are keyed by node id: a new node must not inherit them."""
+    with app.app_context():
+        store.add_node("http://h:1")
+        second = store.add_node("http://h:2")
+        store.remove_node(second)
+        assert store.add_node("http://h:3").id == 3

@@ -68,20 +68,24 @@ def remove_node(node: str) -> None:
     click.echo(f"removed node {found.name}")
 
 
+def _set_enabled(node: str, enabled: bool) -> None:
+    found = _node_or_fail(node)
+    store.set_enabled(found, enabled)
+    click.echo(f"{'enabled' if enabled else 'disabled'} node {found.name}")
+
+
 @nodes_cli.command("enable")
 @click.argument("node")
 def enable_node(node: str) -> None:
-    found = _node_or_fail(node)
-    store.set_enabled(found, True)
-    click.echo(f"enabled node {found.name}")
+    """Let the node take requests again (health decides when)."""
+    _set_enabled(node, True)
 
 
 @nodes_cli.command("disable")
 @click.argument("node")
 def disable_node(node: str) -> None:
-    found = _node_or_fail(node)
-    store.set_enabled(found, False)
-    click.echo(f"disabled node {found.name}")
+    """Take the node out of every pool until an operator enables it."""
+    _set_enabled(node, False)
 
 
 def register_commands(app: Flask) -> None:

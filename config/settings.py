@@ -21,24 +21,23 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
 
-def _positive_float(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be greater than 0, got {raw!r}")
-    return value
+def _positive(kind: type[int] | type[float]) -> Callable[[str, str], Any]:
+    noun = "an integer" if kind is int else "a number"
+
+    def parse(name: str, raw: str) -> Any:
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be {noun}, got {raw!r}") from None
+        if value <= 0:
+            raise ConfigError(f"{name} must be greater than 0, got {raw!r}")
+        return value
+
+    return parse
 
 
-def _positive_int(name: str, raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be greater than 0, got {raw!r}")
-    return value
+_positive_float = _positive(float)
+_positive_int = _positive(int)
 
 
 def _boolean(name: str, raw: str) -> bool:

@@ -122,6 +122,14 @@ def active_nodes(rt: Runtime) -> list[NodeSpec]:
     return nodes
 
 
+def send_to(rt: Runtime, nodes: list[NodeSpec], path: str, body: Any = None) -> list[fanout.NodeOutcome]:
+    """The request's method and `body` to each node (concurrently), whole answers back."""
+    return fanout.call_all(
+        rt.upstream, nodes, request.method, path,
+        body=body, headers=forwarded_headers(rt.manager), timeout=node_timeout(rt.manager),
+    )  # fmt: skip
+
+
 def outcome_response(outcomes: list[fanout.NodeOutcome]) -> Response:
     """Success when every node succeeded; else the first failure, as the node said it."""
     failed = [outcome for outcome in outcomes if not outcome.ok]
@@ -257,10 +265,7 @@ def copy() -> Response:
         raise BadRequest("destination is required")
     rt = runtime()
     nodes = active_holders(rt, source)
-    outcomes = fanout.call_all(
-        rt.upstream, nodes, "POST", "/api/copy",
-        body=body, headers=forwarded_headers(rt.manager), timeout=node_timeout(rt.manager),
-    )  # fmt: skip
+    outcomes = send_to(rt, nodes, "/api/copy", body)
     listing.refresh_models(rt.manager, rt.upstream, [o.node for o in outcomes if o.ok])
     return outcome_response(outcomes)
 
@@ -270,10 +275,7 @@ def delete() -> Response:
     body, _, model = json_body(("model", "name"))
     rt = runtime()
     nodes = active_holders(rt, model)
-    outcomes = fanout.call_all(
-        rt.upstream, nodes, "DELETE", "/api/delete",
-        body=body, headers=forwarded_headers(rt.manager), timeout=node_timeout(rt.manager),
-    )  # fmt: skip
+    outcomes = send_to(rt, nodes, "/api/delete", body)
     for outcome in outcomes:
         if outcome.ok or outcome.status == 404:
             rt.manager.forget_model(outcome.node, model)
@@ -285,10 +287,7 @@ def delete() -> Response:
 @bp.route("/api/blobs/<digest>", methods=["HEAD"])
 def blob_exists(digest: str) -> Response:
     rt = runtime()
-    outcomes = fanout.call_all(
-        rt.upstream, active_nodes(rt), "HEAD", f"/api/blobs/{digest}",
-        body=None, headers={}, timeout=node_timeout(rt.manager),
-    )  # fmt: skip
+    outcomes = send_to(rt, active_nodes(rt), f"/api/blobs/{digest}")
     # Present only when every node that may run `create` has it; otherwise the client uploads.
     return Response(status=200 if all(o.ok for o in outcomes) else 404)
 
@@ -299,17 +298,13 @@ def blob_upload(digest: str) -> Response:
     request.max_content_length = None
     rt = runtime()
     nodes = active_nodes(rt)
-    timeout = node_timeout(rt.manager)
     with tempfile.SpooledTemporaryFile(max_size=16 * 1024 * 1024) as spool:
         while chunk := request.stream.read(1024 * 1024):
             spool.write(chunk)
         outcomes = []
         for node in nodes:
             spool.seek(0)
-            (outcome,) = fanout.call_all(
-                rt.upstream, [node], "POST", f"/api/blobs/{digest}", body=spool, headers={}, timeout=timeout
-            )
-            outcomes.append(outcome)
+            outcomes.extend(send_to(rt, [node], f"/api/blobs/{digest}", spool))
     failed = [o for o in outcomes if not o.ok]
     if failed:
         return outcome_response(failed)

@@ -8,12 +8,13 @@ from typing import Any
 
 from flask import Flask
 
-from aivonx import commands, errors, logs, runtime
+from aivonx import api, commands, errors, logs, runtime, security
 from aivonx.extensions import db, migrate, redis_store
 from aivonx.proxy.views import bp as ollama_bp
+from aivonx.version import __version__
 from config import build_settings
 
-__version__ = "0.1.0"
+__all__ = ["__version__", "create_app"]
 
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "migrations")
 
@@ -36,11 +37,13 @@ def register_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     redis_store.init_app(app)
+    security.init_app(app)
     runtime.init_app(app)
 
 
 def register_blueprints(app: Flask) -> None:
     app.register_blueprint(ollama_bp)
+    api.init_app(app)
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
@@ -10,7 +12,8 @@ from sqlalchemy import select
 
 from aivonx import store
 from aivonx.extensions import db
-from aivonx.models import Node
+from aivonx.models import Node, User
+from aivonx.security import MIN_PASSWORD_LENGTH, hash_password
 
 nodes_cli = AppGroup("nodes", help="Manage the Ollama nodes behind the proxy.")
 
@@ -18,12 +21,38 @@ nodes_cli = AppGroup("nodes", help="Manage the Ollama nodes behind the proxy.")
 @click.command("init")
 @with_appcontext
 def init_command() -> None:
-    """Migrate the database, create the settings row and add the AIVONX_NODES (idempotent)."""
+    """Migrate the database, create the settings row, the first admin and the AIVONX_NODES (idempotent)."""
     upgrade()
     store.ensure_config(current_app.config)
+    ensure_admin()
     for node in store.seed_nodes(current_app.config["AIVONX_NODES"]):
         click.echo(f"added node {node.name} ({node.base_url})")
     click.echo("database ready")
+
+
+def ensure_admin() -> None:
+    """Create the bootstrap admin when there is no user at all.
+
+    Its password is AIVONX_ADMIN_PASSWORD; in development a generated one is printed once,
+    production refuses to go on without one.
+    """
+    if db.session.scalar(select(User.id).limit(1)) is not None:
+        return
+    username = current_app.config["AIVONX_ADMIN_USER"]
+    password = current_app.config["AIVONX_ADMIN_PASSWORD"]
+    generated = False
+    if not password:
+        if current_app.config["AIVONX_ENV"] == "production":
+            raise click.ClickException("AIVONX_ADMIN_PASSWORD must be set in production to create the first admin")
+        password, generated = secrets.token_urlsafe(12), True
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise click.ClickException(f"AIVONX_ADMIN_PASSWORD must be at least {MIN_PASSWORD_LENGTH} characters")
+    db.session.add(User(username=username, password_hash=hash_password(password), role="admin"))
+    db.session.commit()
+    if generated:
+        click.echo(f"created admin user {username!r} with password {password} (shown once; change it)")
+    else:
+        click.echo(f"created admin user {username!r}")
 
 
 def _node_or_fail(ref: str) -> Node:

@@ -1,9 +1,11 @@
-"""One error handler for the whole app, answering in the shape the route's clients expect:
-Ollama's `{"error": ...}`, OpenAI's error object on /v1, problem details elsewhere."""
+"""One error handler for the whole app, answering in the shape the caller expects:
+Ollama's `{"error": ...}` on Ollama routes, OpenAI's error object on /v1, and problem
+details (RFC 9457) on the management API."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, InternalServerError
@@ -13,22 +15,45 @@ from aivonx.proxy.errors import ProxyError
 
 log = logging.getLogger(__name__)
 
-OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
-                413: "invalid_request_error", 429: "rate_limit_error"}  # fmt: skip
+PROXY_BLUEPRINT = "ollama"
+OPENAI_TYPES = {401: "authentication_error", 429: "rate_limit_error"}
+WEBARGS_LOCATIONS = {"json", "query", "path", "headers", "form", "files", "view_args", "querystring"}
 
 
-def error_response(status: int, message: str, *, openai_type: str | None = None, title: str | None = None) -> Response:
+def _caller_shape() -> str:
+    """`openai`, `ollama` or `problem`: by blueprint, or by path for unmatched routes."""
     path = request.path
-    if path.startswith("/v1/"):
+    if request.blueprint == PROXY_BLUEPRINT or request.blueprint is None:
+        if path.startswith("/v1/"):
+            return "openai"
+        if request.blueprint == PROXY_BLUEPRINT or path == "/" or path.startswith("/api/"):
+            return "ollama"
+    return "problem"
+
+
+def problem(status: int, detail: str, *, title: str | None = None, errors: Any = None) -> Response:
+    """A problem-details response (application/problem+json)."""
+    body: dict[str, Any] = {"type": "about:blank", "title": title or detail, "status": status, "detail": detail}
+    if errors:
+        body["errors"] = errors
+    response = jsonify(body)
+    response.status_code = status
+    response.mimetype = "application/problem+json"
+    return response
+
+
+def error_response(
+    status: int, message: str, *, openai_type: str | None = None, title: str | None = None, errors: Any = None
+) -> Response:
+    shape = _caller_shape()
+    if shape == "problem":
+        return problem(status, message, title=title, errors=errors)
+    if shape == "openai":
         fallback = "server_error" if status >= 500 else "invalid_request_error"
         error_type = openai_type or OPENAI_TYPES.get(status, fallback)
-        body = {"error": {"message": message, "type": error_type, "param": None, "code": None}}
-        response = jsonify(body)
-    elif path == "/" or (path.startswith("/api/") and not path.startswith("/api/proxy/")):
-        response = jsonify({"error": message})
+        response = jsonify({"error": {"message": message, "type": error_type, "param": None, "code": None}})
     else:
-        response = jsonify({"type": "about:blank", "title": title or message, "status": status, "detail": message})
-        response.mimetype = "application/problem+json"
+        response = jsonify({"error": message})
     response.status_code = status
     return response
 
@@ -41,18 +66,48 @@ def handle_proxy_error(error: ProxyError) -> Response:
 
 
 def handle_http_exception(error: HTTPException) -> Response:
-    if error.code == 413:
+    # webargs (flask-smorest) and flask_smorest.abort put details in `data`.
+    data = getattr(error, "data", None) or {}
+    errors = data.get("errors") or data.get("messages")
+    if isinstance(errors, dict) and set(errors) <= WEBARGS_LOCATIONS:
+        errors = _by_field(errors)
+    if "message" in data:
+        message = data["message"]
+    elif error.code == 413:
         message = "request body too large"
     elif error.code == 404:
         message = "404 page not found"
     elif error.code == 405:
         message = f"method {request.method} not allowed on {request.path}"
+    elif error.code == 422 and isinstance(errors, dict):
+        message = "invalid request: " + "; ".join(f"{field}: {_flatten(msgs)}" for field, msgs in errors.items())
     else:
         message = error.description or error.name
-    response = error_response(error.code or 500, message, title=error.name)
+    response = error_response(error.code or 500, message, title=error.name, errors=errors)
     if error.code == 405 and error.valid_methods:
         response.headers["Allow"] = ", ".join(error.valid_methods)
+    for name, value in (data.get("headers") or {}).items():
+        response.headers[name] = value
     return response
+
+
+def _by_field(by_location: dict[str, Any]) -> dict[str, Any]:
+    """webargs groups messages by location; callers care about fields (`body` for the whole body)."""
+    fields: dict[str, Any] = {}
+    for location, messages in by_location.items():
+        if isinstance(messages, dict):
+            fields.update(messages)
+        else:
+            fields["body" if location == "json" else location] = messages
+    return fields
+
+
+def _flatten(messages: Any) -> str:
+    if isinstance(messages, list):
+        return " ".join(_flatten(m) for m in messages)
+    if isinstance(messages, dict):
+        return "; ".join(f"{key}: {_flatten(value)}" for key, value in messages.items())
+    return str(messages)
 
 
 def handle_unexpected(error: Exception) -> Response:

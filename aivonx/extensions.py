@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from flask import Flask, current_app
+from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
+from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
 from redis import Redis
 from redis.backoff import NoBackoff
@@ -38,6 +40,19 @@ class RedisExtension:
         return current_app.extensions["aivonx.redis"]
 
 
+class ManagementApi(Api):
+    """flask-smorest's Api, documenting errors as problem details.
+
+    Errors are answered by aivonx.errors for the whole app (Ollama, OpenAI or problem
+    details by route), so the Api's own HTTPException handler is not registered.
+    """
+
+    def _register_error_handlers(self) -> None:
+        pass
+
+
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 redis_store = RedisExtension()
+api = ManagementApi()
+jwt = JWTManager()

@@ -63,6 +63,7 @@ def config_defaults(app_config: Mapping[str, Any]) -> dict[str, Any]:
         "max_tries": app_config["AIVONX_MAX_TRIES"],
         "models_max_age": app_config["AIVONX_MODELS_MAX_AGE"],
         "forward_authorization": app_config["AIVONX_FORWARD_AUTHORIZATION"],
+        "require_api_key": app_config["AIVONX_REQUIRE_API_KEY"],
     }
 
 

@@ -200,3 +200,40 @@ def two_nodes(fake_nodes: Callable[..., FakeOllama]) -> tuple[FakeOllama, FakeOl
 @pytest.fixture
 def proxy(make_proxy: Callable[..., RunningProxy], two_nodes: tuple[FakeOllama, FakeOllama]) -> RunningProxy:
     return make_proxy(*two_nodes)
+
+
+DEFAULT_PASSWORD = "correct-horse-battery"
+
+
+def create_user(app: Flask, username: str, role: str = "admin", password: str = DEFAULT_PASSWORD) -> int:
+    from aivonx.models import User
+    from aivonx.security import hash_password
+
+    with app.app_context():
+        user = User(username=username, password_hash=hash_password(password), role=role)
+        store.db.session.add(user)
+        store.db.session.commit()
+        return user.id
+
+
+@pytest.fixture
+def login(app: Flask) -> Callable[..., dict[str, str]]:
+    """`login("admin")` or `login("viewer")`: a user of that role, and Authorization headers for it."""
+    created: dict[str, dict[str, str]] = {}
+
+    def headers(role: str = "admin") -> dict[str, str]:
+        if role not in created:
+            create_user(app, f"{role}-user", role)
+            response = app.test_client().post(
+                "/api/account/login", json={"username": f"{role}-user", "password": DEFAULT_PASSWORD}
+            )
+            assert response.status_code == 200, response.get_json()
+            created[role] = {"Authorization": f"Bearer {response.get_json()['access']}"}
+        return created[role]
+
+    return headers
+
+
+@pytest.fixture
+def client(app: Flask) -> Any:
+    return app.test_client()

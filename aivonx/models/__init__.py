@@ -2,5 +2,6 @@
 
 from aivonx.models.node import Node
 from aivonx.models.proxy_config import ProxyConfig
+from aivonx.models.user import ROLES, ApiKey, User
 
-__all__ = ["Node", "ProxyConfig"]
+__all__ = ["ROLES", "ApiKey", "Node", "ProxyConfig", "User"]

@@ -28,5 +28,7 @@ class ProxyConfig(db.Model):
     max_tries: Mapped[int] = mapped_column(Integer, default=3)
     models_max_age: Mapped[float] = mapped_column(Float, default=30.0)
     forward_authorization: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Ollama and /v1 routes demand `Authorization: Bearer <api key>`; off like Ollama.
+    require_api_key: Mapped[bool] = mapped_column(Boolean, default=False)
     version: Mapped[int] = mapped_column(Integer, default=1)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)

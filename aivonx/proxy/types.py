@@ -37,6 +37,7 @@ class ProxySettings:
     max_tries: int = 3
     models_max_age: float = 30.0
     forward_authorization: bool = False
+    require_api_key: bool = False
     version: int = 0
 
 

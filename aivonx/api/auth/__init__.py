@@ -1,0 +1,3 @@
+from aivonx.api.auth.resources import blp
+
+__all__ = ["blp"]

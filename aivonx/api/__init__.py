@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Flask
 
-from aivonx.api import auth
+from aivonx.api import api_keys, auth, nodes, operations, proxy_config, service, users
 from aivonx.api.common import ProblemSchema
 from aivonx.extensions import api
 from aivonx.version import __version__
 
-MODULES = (auth,)
+MODULES = (service, auth, nodes, proxy_config, operations, users, api_keys)
 
 API_SETTINGS = {
     "API_TITLE": "aivonx management API",

@@ -1,0 +1,3 @@
+from aivonx.api.api_keys.resources import blp
+
+__all__ = ["blp"]

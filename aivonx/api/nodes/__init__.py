@@ -1,0 +1,3 @@
+from aivonx.api.nodes.resources import blp
+
+__all__ = ["blp"]

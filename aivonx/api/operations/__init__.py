@@ -1,0 +1,3 @@
+from aivonx.api.operations.resources import blp
+
+__all__ = ["blp"]

@@ -1,0 +1,3 @@
+from aivonx.api.proxy_config.resources import blp
+
+__all__ = ["blp"]

@@ -1,0 +1,3 @@
+from aivonx.api.service.resources import blp
+
+__all__ = ["blp"]

@@ -1,0 +1,3 @@
+from aivonx.api.users.resources import blp
+
+__all__ = ["blp"]

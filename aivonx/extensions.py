@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import http
+
 from flask import Flask, current_app
 from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
 from flask_smorest import Api
+from flask_smorest.utils import prepare_response
 from flask_sqlalchemy import SQLAlchemy
 from redis import Redis
 from redis.backoff import NoBackoff
@@ -44,11 +47,26 @@ class ManagementApi(Api):
     """flask-smorest's Api, documenting errors as problem details.
 
     Errors are answered by aivonx.errors for the whole app (Ollama, OpenAI or problem
-    details by route), so the Api's own HTTPException handler is not registered.
+    details by route), so the Api's own HTTPException handler is not registered, and the
+    error responses it documents carry application/problem+json.
     """
+
+    PROBLEM_CONTENT_TYPE = "application/problem+json"
 
     def _register_error_handlers(self) -> None:
         pass
+
+    def _register_responses(self) -> None:
+        for status in http.HTTPStatus:
+            response: dict = {"description": status.phrase}
+            if status >= 400:
+                response["schema"] = self.ERROR_SCHEMA
+            content_type = self.PROBLEM_CONTENT_TYPE if status >= 400 else self.DEFAULT_RESPONSE_CONTENT_TYPE
+            prepare_response(response, self.spec, content_type)
+            self.spec.components.response(status.name, response, lazy=True)
+        default = {"description": "Default error response", "schema": self.ERROR_SCHEMA}
+        prepare_response(default, self.spec, self.PROBLEM_CONTENT_TYPE)
+        self.spec.components.response("DEFAULT_ERROR", default, lazy=True)
 
 
 db = SQLAlchemy(model_class=Base)

@@ -8,7 +8,9 @@ Both servers are real (PostgreSQL at AIVONX_TEST_POSTGRES_URL, Redis at AIVONX_T
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,6 +38,33 @@ if BACKEND not in ("sqlite", "postgres"):
 
 def pytest_report_header(config: pytest.Config) -> str:
     return f"aivonx backend: {BACKEND}"
+
+
+def _is_loopback(host: object) -> bool:
+    if host in ("localhost", b"localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.decode() if isinstance(host, bytes) else str(host)).is_loopback
+    except ValueError:
+        return False
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Tests talk to loopback only: node URLs made up by tests or by the fuzzer never leave the machine."""
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host is None or _is_loopback(host):
+            return real_getaddrinfo(host, *args, **kwargs)
+        raise socket.gaierror(socket.EAI_NONAME, f"tests resolve loopback names only, not {host!r}")
+
+    def connect(self: socket.socket, address: Any) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
+            raise ConnectionRefusedError(f"tests connect to loopback only, not {address[0]!r}")
+        return real_connect(self, address)
+
+    socket.getaddrinfo = getaddrinfo  # type: ignore[assignment]
+    socket.socket.connect = connect  # type: ignore[method-assign]
 
 
 @pytest.fixture

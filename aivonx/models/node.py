@@ -1,15 +1,12 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Integer, String
+from sqlalchemy import Boolean, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aivonx.extensions import db
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
+from aivonx.models.columns import UTCDateTime, utcnow
 
 
 class Node(db.Model):
@@ -29,8 +26,8 @@ class Node(db.Model):
     weight: Mapped[int] = mapped_column(Integer, default=1)
     # 0 means unlimited.
     max_concurrent: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     def __repr__(self) -> str:
         return f"<Node {self.id} {self.name} {self.base_url}>"

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, DateTime, Float, Integer, String
+from sqlalchemy import Boolean, Float, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aivonx.extensions import db
-from aivonx.models.node import utcnow
+from aivonx.models.columns import UTCDateTime, utcnow
 
 
 class ProxyConfig(db.Model):
@@ -31,4 +31,4 @@ class ProxyConfig(db.Model):
     # Ollama and /v1 routes demand `Authorization: Bearer <api key>`; off like Ollama.
     require_api_key: Mapped[bool] = mapped_column(Boolean, default=False)
     version: Mapped[int] = mapped_column(Integer, default=1)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

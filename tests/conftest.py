@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+import requests
 import sqlalchemy as sa
 from flask import Flask
 from flask_migrate import upgrade
@@ -28,6 +34,8 @@ from aivonx import create_app, store
 from aivonx.runtime import Runtime, get_runtime
 from tests.fake_ollama import FakeOllama
 
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 BACKEND = os.environ.get("AIVONX_TEST_BACKEND", "sqlite")
 POSTGRES_URL = os.environ.get("AIVONX_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("AIVONX_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -266,3 +274,74 @@ def login(app: Flask) -> Callable[..., dict[str, str]]:
 @pytest.fixture
 def client(app: Flask) -> Any:
     return app.test_client()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class GunicornProxy:
+    url: str
+    process: subprocess.Popen
+    init_output: str
+    log_path: Path
+
+
+@pytest.fixture
+def start_gunicorn(database_url: str, redis_prefix: str, tmp_path: Path) -> Iterator[Callable[..., GunicornProxy]]:
+    """The proxy as the README runs it: `flask --app aivonx init`, then gunicorn (gevent).
+
+    Two workers sharing Redis in the postgres run, one worker on SQLite. Each instance is
+    stopped by its PID after the test.
+    """
+    started: list[subprocess.Popen] = []
+
+    def start(*nodes: FakeOllama, **env_overrides: str) -> GunicornProxy:
+        port = free_port()
+        env = {
+            **os.environ,
+            "AIVONX_DATABASE_URL": database_url,
+            "AIVONX_NODES": ",".join(node.url for node in nodes),
+            "AIVONX_BIND": f"127.0.0.1:{port}",
+            "AIVONX_STANDBY_INTERVAL": "0.5",
+            "AIVONX_WORKERS": "2" if BACKEND == "postgres" else "1",
+            "AIVONX_GRACEFUL_TIMEOUT": "5",
+            **env_overrides,
+        }
+        if BACKEND == "postgres":
+            env.update(AIVONX_REDIS_URL=REDIS_URL, AIVONX_REDIS_PREFIX=redis_prefix)
+        init = subprocess.run(
+            [BIN / "flask", "--app", "aivonx", "init"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert init.returncode == 0, init.stderr
+        log_path = tmp_path / f"gunicorn-{port}.log"
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(
+                [BIN / "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=env, stdout=log, stderr=log
+            )
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                models = requests.get(url + "/api/tags", timeout=1).json()["models"]
+                if models or not nodes:
+                    break
+            except requests.RequestException:
+                pass
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "gunicorn did not get ready:\n" + log_path.read_text()
+            time.sleep(0.2)
+        return GunicornProxy(url, process, init.stdout, log_path)
+
+    yield start
+    for process in started:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

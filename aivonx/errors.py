@@ -17,12 +17,16 @@ log = logging.getLogger(__name__)
 
 PROXY_BLUEPRINT = "ollama"
 OPENAI_TYPES = {401: "authentication_error", 429: "rate_limit_error"}
+# Management paths answer problem details even when no route matched (404/405).
+MANAGEMENT_PREFIXES = ("/api/proxy/", "/api/account/", "/api/users", "/api/keys", "/api/health", "/api/ready")
 WEBARGS_LOCATIONS = {"json", "query", "path", "headers", "form", "files", "view_args", "querystring"}
 
 
 def _caller_shape() -> str:
     """`openai`, `ollama` or `problem`: by blueprint, or by path for unmatched routes."""
     path = request.path
+    if request.blueprint is None and path.startswith(MANAGEMENT_PREFIXES):
+        return "problem"
     if request.blueprint == PROXY_BLUEPRINT or request.blueprint is None:
         if path.startswith("/v1/"):
             return "openai"

@@ -14,9 +14,10 @@ from typing import Any
 from flask import Flask
 from sqlalchemy.exc import SQLAlchemyError
 
-from aivonx import store
+from aivonx import accounts, store
 from aivonx.health.checks import check_nodes, health_tick
 from aivonx.proxy.forward import Forwarder
+from aivonx.proxy.keyring import KeyRing
 from aivonx.proxy.manager import ProxyManager
 from aivonx.proxy.state import MemoryState, RedisState, State
 from aivonx.proxy.types import NodeSpec
@@ -55,6 +56,8 @@ class Runtime:
         self.manager = ProxyManager(state)
         self.upstream = Upstream(pool_maxsize=app.config["AIVONX_POOL_MAXSIZE"])
         self.forwarder = Forwarder(self.manager, self.upstream)
+        # Valid API keys, checked on proxy routes when settings.require_api_key is on.
+        self.api_keys = KeyRing()
         self.scheduler: Any = None
         self.loaded_version: int | None = None
         self._sync_lock = threading.Lock()
@@ -64,7 +67,8 @@ class Runtime:
         return self.loaded_version is not None
 
     def sync(self, force: bool = False) -> bool:
-        """Reload nodes and settings when the database's version stamp moved; pull shared state.
+        """Reload nodes, settings and API keys when the database's version stamp moved; pull
+        shared state; save when API keys were last used.
 
         Returns whether the configuration was reloaded. A database outage keeps the
         cached configuration (and is logged), so proxying goes on.
@@ -77,15 +81,37 @@ class Runtime:
                     if version is None:
                         store.ensure_config(self.app.config)
                     settings, nodes = store.snapshot(self.app.config)
+                    # Keys are read after the settings and their version stamp: a key created
+                    # in between is included already, and its bump moved the stamp past the
+                    # loaded version, so the next sync reloads anyway. The other way round,
+                    # such a key could be missed until some unrelated change.
+                    key_hashes = accounts.valid_key_hashes()
                     self.manager.configure(settings, nodes)
+                    self.api_keys.replace(key_hashes)
                     self.loaded_version = settings.version
+                    if settings.require_api_key and not key_hashes:
+                        log.warning("require_api_key is on and there is no API key: proxy routes but / refuse all")
                     reloaded = True
             except SQLAlchemyError as exc:
                 log.warning("configuration not reloaded, database unavailable: %s", exc)
             finally:
                 store.db.session.remove()
+            self._save_key_use()
         self.manager.state.refresh()
         return reloaded
+
+    def _save_key_use(self) -> None:
+        """Write the API keys' last use: once per key per sync, whatever the request rate."""
+        used = self.api_keys.take_used()
+        if not used:
+            return
+        try:
+            accounts.record_key_use(used)
+        except SQLAlchemyError as exc:
+            self.api_keys.put_back(used)
+            log.warning("API key use not saved, database unavailable: %s", exc)
+        finally:
+            store.db.session.remove()
 
     def ensure_loaded(self) -> None:
         if self.loaded_version is None:

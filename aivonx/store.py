@@ -15,9 +15,14 @@ from sqlalchemy.exc import IntegrityError
 
 from aivonx.extensions import db
 from aivonx.models import Node, ProxyConfig
+from aivonx.models.columns import is_row_id
 from aivonx.proxy.types import NodeSpec, ProxySettings
 
 CONFIG_ID = 1
+# The column sizes of Node.name and Node.base_url: PostgreSQL refuses longer values.
+NODE_NAME_MAX = 100
+BASE_URL_MAX = 500
+NODE_FIELDS = ("name", "base_url", "enabled", "priority", "weight", "max_concurrent")
 
 
 class NodeInputError(ValueError):
@@ -27,6 +32,10 @@ class NodeInputError(ValueError):
         super().__init__(message)
         self.field = field
         self.message = message
+
+
+class NodeConflict(NodeInputError):
+    """Another node has this name or base URL already."""
 
 
 def normalize_base_url(url: str) -> str:
@@ -48,7 +57,7 @@ def normalize_base_url(url: str) -> str:
 
 def default_node_name(base_url: str) -> str:
     parts = urlsplit(base_url)
-    return parts.netloc + parts.path
+    return (parts.netloc + parts.path)[:NODE_NAME_MAX]
 
 
 def config_defaults(app_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -86,7 +95,12 @@ def ensure_config(app_config: Mapping[str, Any], *, commit: bool = True) -> Prox
 def bump_version() -> None:
     """Mark a change for every process; call inside the transaction making the change."""
     ensure_config(current_app.config, commit=False)
-    db.session.execute(update(ProxyConfig).where(ProxyConfig.id == CONFIG_ID).values(version=ProxyConfig.version + 1))
+    db.session.execute(
+        update(ProxyConfig)
+        .where(ProxyConfig.id == CONFIG_ID)
+        # updated_at says when the settings changed; node changes move only the version.
+        .values(version=ProxyConfig.version + 1, updated_at=ProxyConfig.updated_at)
+    )
 
 
 def current_version() -> int | None:
@@ -103,21 +117,52 @@ def snapshot(app_config: Mapping[str, Any]) -> tuple[ProxySettings, list[NodeSpe
             else {key: getattr(config, key) for key in config_defaults(app_config)}
         )
         settings = ProxySettings(**values, version=config.version if config else 0)
-        nodes = [
-            NodeSpec(
-                id=node.id,
-                name=node.name,
-                base_url=node.base_url,
-                enabled=node.enabled,
-                priority=node.priority,
-                weight=node.weight,
-                max_concurrent=node.max_concurrent,
-            )
-            for node in db.session.scalars(select(Node).order_by(Node.id))
-        ]
+        nodes = [node_spec(node) for node in db.session.scalars(select(Node).order_by(Node.id))]
     finally:
         db.session.remove()
     return settings, nodes
+
+
+def node_spec(node: Node) -> NodeSpec:
+    """The runtime record of a node row."""
+    return NodeSpec(
+        id=node.id,
+        name=node.name,
+        base_url=node.base_url,
+        enabled=node.enabled,
+        priority=node.priority,
+        weight=node.weight,
+        max_concurrent=node.max_concurrent,
+    )
+
+
+def list_nodes() -> list[Node]:
+    return list(db.session.scalars(select(Node).order_by(Node.id)))
+
+
+def get_node(node_id: int) -> Node | None:
+    return db.session.get(Node, node_id) if is_row_id(node_id) else None
+
+
+def _check_unique(name: str, base_url: str, node_id: int | None = None) -> None:
+    """Raise NodeConflict when another node than `node_id` has the name or the URL."""
+    others = select(Node.id).where(Node.id != node_id) if node_id is not None else select(Node.id)
+    if db.session.scalar(others.where(Node.name == name)) is not None:
+        raise NodeConflict("name", f"a node named {name!r} exists already")
+    if db.session.scalar(others.where(Node.base_url == base_url)) is not None:
+        raise NodeConflict("base_url", f"a node with base_url {base_url!r} exists already")
+
+
+def _commit_node(node: Node) -> None:
+    """Bump the version and commit; a concurrent writer's duplicate becomes a NodeConflict."""
+    name, base_url, node_id = node.name, node.base_url, node.id  # rollback expires the row
+    bump_version()
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        _check_unique(name, base_url, node_id)  # names the field the other writer took
+        raise
 
 
 def add_node(base_url: str, name: str | None = None, **fields: Any) -> Node:
@@ -125,14 +170,31 @@ def add_node(base_url: str, name: str | None = None, **fields: Any) -> Node:
     name = (name or default_node_name(base_url)).strip()
     if not name:
         raise NodeInputError("name", "name must not be empty")
-    if db.session.scalar(select(Node.id).where(Node.name == name)) is not None:
-        raise NodeInputError("name", f"a node named {name!r} exists already")
-    if db.session.scalar(select(Node.id).where(Node.base_url == base_url)) is not None:
-        raise NodeInputError("base_url", f"a node with base_url {base_url!r} exists already")
+    _check_unique(name, base_url)
     node = Node(name=name, base_url=base_url, **fields)
     db.session.add(node)
-    bump_version()
-    db.session.commit()
+    _commit_node(node)
+    return node
+
+
+def update_node(node: Node, **fields: Any) -> Node:
+    """Change some of NODE_FIELDS of a node (what PUT and PATCH do); no change, no version bump."""
+    unknown = set(fields) - set(NODE_FIELDS)
+    if unknown:
+        raise TypeError(f"not node fields: {', '.join(sorted(unknown))}")
+    if "base_url" in fields:
+        fields["base_url"] = normalize_base_url(fields["base_url"])
+    if "name" in fields:
+        fields["name"] = fields["name"].strip()
+        if not fields["name"]:
+            raise NodeInputError("name", "name must not be empty")
+    changes = {key: value for key, value in fields.items() if getattr(node, key) != value}
+    if not changes:
+        return node
+    _check_unique(changes.get("name", node.name), changes.get("base_url", node.base_url), node.id)
+    for key, value in changes.items():
+        setattr(node, key, value)
+    _commit_node(node)
     return node
 
 
@@ -144,7 +206,7 @@ def seed_nodes(urls: Iterable[str]) -> list[Node]:
         if db.session.scalar(select(Node.id).where(Node.base_url == base_url)) is None:
             try:
                 added.append(add_node(base_url))
-            except IntegrityError:  # a concurrent start added it
+            except (NodeConflict, IntegrityError):  # a concurrent start added it
                 db.session.rollback()
     return added
 
@@ -152,7 +214,7 @@ def seed_nodes(urls: Iterable[str]) -> list[Node]:
 def find_node(ref: str) -> Node | None:
     """A node by id, name or base URL."""
     if ref.isdigit():
-        node = db.session.get(Node, int(ref))
+        node = get_node(int(ref))
         if node is not None:
             return node
     node = db.session.scalar(select(Node).where(Node.name == ref))
@@ -171,6 +233,24 @@ def remove_node(node: Node) -> None:
 
 
 def set_enabled(node: Node, enabled: bool) -> None:
-    node.enabled = enabled
+    update_node(node, enabled=enabled)
+
+
+def get_config() -> ProxyConfig:
+    return ensure_config(current_app.config)
+
+
+def update_config(**fields: Any) -> ProxyConfig:
+    """Change some of the live settings (the keys of `config_defaults`); no change, no version bump."""
+    config = ensure_config(current_app.config)
+    unknown = set(fields) - set(config_defaults(current_app.config))
+    if unknown:
+        raise TypeError(f"not proxy settings: {', '.join(sorted(unknown))}")
+    changes = {key: value for key, value in fields.items() if getattr(config, key) != value}
+    if not changes:
+        return config
+    for key, value in changes.items():
+        setattr(config, key, value)
     bump_version()
     db.session.commit()
+    return config

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -173,9 +174,12 @@ def build_settings(
     if not settings["SECRET_KEY"]:
         if environment == "production":
             raise ConfigError("AIVONX_SECRET_KEY must be set in production (refusing to start)")
-        # Development and tests get a random key per process: sessions do not survive a
-        # restart, which is the honest behaviour for an unset secret.
-        settings["SECRET_KEY"] = secrets.token_urlsafe(32)
+        # Development keeps a generated key in the instance folder, so every worker (and a
+        # restart) signs tokens alike; tests get a fresh one per process.
+        if environment == "development":
+            settings["SECRET_KEY"] = instance_secret(Path(instance_path) / "secret_key")
+        else:
+            settings["SECRET_KEY"] = secrets.token_urlsafe(32)
     elif environment == "production" and len(settings["SECRET_KEY"]) < 16:
         raise ConfigError("AIVONX_SECRET_KEY must be at least 16 characters in production")
 
@@ -184,6 +188,25 @@ def build_settings(
         settings["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{database}"
     settings["SQLALCHEMY_DATABASE_URI"] = database_driver(settings["SQLALCHEMY_DATABASE_URI"])
     return settings
+
+
+def instance_secret(path: Path) -> str:
+    """The secret stored at `path`, created once (atomically, owner-only) if missing."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret_key.")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(32))
+            os.link(temporary, path)  # fails if another process won the race: keep theirs
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(temporary)
+    secret = path.read_text().strip()
+    if len(secret) < 16:
+        raise ConfigError(f"{path} holds no usable secret; delete it or set AIVONX_SECRET_KEY")
+    return secret
 
 
 def database_driver(url: str) -> str:

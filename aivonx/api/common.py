@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import marshmallow as ma
 from flask_smorest import Blueprint
+from marshmallow.validate import Regexp, Validator
 
 from aivonx.security import roles_required
 
@@ -14,6 +15,41 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 ADMIN = ("admin",)
 ANY_ROLE = ("admin", "viewer")
+
+
+# Names are printable text without surrounding spaces: no C0/C1 controls or DEL (PostgreSQL
+# refuses NUL; the rest only makes trouble in logs and pages). Written so that JSON Schema
+# (ECMA-262) and Python read the pattern the same way, so the OpenAPI document tells the truth.
+_CONTROL = r"\x00-\x1f\x7f-\x9f"
+PLAIN_TEXT_PATTERN = rf"^[^\s{_CONTROL}](?:[^{_CONTROL}]*[^\s{_CONTROL}])?$"
+
+
+class EncodableText(Validator):
+    """Text UTF-8 can encode: no lone surrogates (JSON can carry them, no database or hash can)."""
+
+    def __call__(self, value: str) -> str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ma.ValidationError("must be valid Unicode text") from None
+        return value
+
+
+class Pattern(Regexp):
+    """A regular expression the whole text must match, as JSON Schema's anchored `pattern`
+    (Python's `$` also matches before a final newline), on encodable text."""
+
+    def __call__(self, value: str) -> str:
+        if self.regex.fullmatch(value) is None:
+            raise ma.ValidationError(self._format_error(value))
+        return EncodableText()(value)
+
+
+class PlainText(Pattern):
+    """A name: PLAIN_TEXT_PATTERN, documented as the field's `pattern`."""
+
+    def __init__(self) -> None:
+        super().__init__(PLAIN_TEXT_PATTERN, error="must not start or end with a space or contain control characters")
 
 
 class ProblemSchema(ma.Schema):

@@ -8,6 +8,14 @@ from typing import Any
 from sqlalchemy import DateTime
 from sqlalchemy.types import TypeDecorator
 
+# Primary keys are 32-bit integers on PostgreSQL: a larger (or non-positive) id names no row,
+# and must not reach a query, where it would be an overflow error instead of "not found".
+MAX_ROW_ID = 2**31 - 1
+
+
+def is_row_id(value: int) -> bool:
+    return 0 < value <= MAX_ROW_ID
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

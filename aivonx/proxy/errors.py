@@ -42,3 +42,10 @@ class UpstreamFailed(ProxyError):
 
     status = 502
     openai_type = "server_error"
+
+
+class Unauthorized(ProxyError):
+    """A proxy route needs an API key and the request has no valid one."""
+
+    status = 401
+    openai_type = "authentication_error"

@@ -85,6 +85,12 @@ def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
 _DONE = object()
 
 
+def _tagged(line: bytes, message: Any, node: NodeSpec) -> bytes:
+    """The line as a JSON object that starts with `"node": name` (a non-object line becomes its status)."""
+    fields = message if isinstance(message, dict) else {"status": line.decode("utf-8", "replace")}
+    return json.dumps({"node": node.name, **{k: v for k, v in fields.items() if k != "node"}}).encode() + b"\n"
+
+
 def merged_progress(
     upstream: Upstream,
     nodes: list[NodeSpec],
@@ -95,12 +101,14 @@ def merged_progress(
     timeout: tuple[float, float],
     on_success: Callable[[NodeSpec], None],
     what: str,
+    tag_nodes: bool = False,
 ) -> Iterator[bytes]:
     """Relay every node's progress lines as they come; end with one `success` or one `error`.
 
     Each node's own final `{"status": "success"}` is held back, since the operation
     succeeded only when it succeeded everywhere. Closing the generator (client gone)
-    closes the node streams, which cancels the work there.
+    closes the node streams, which cancels the work there. With `tag_nodes` every relayed
+    line says which node it comes from (`"node": name`); Ollama clients get the lines untouched.
     """
     lines: queue.Queue[Any] = queue.Queue()
     failures: list[str] = []
@@ -127,7 +135,7 @@ def merged_progress(
                     if isinstance(message, dict) and message.get("status") == "success":
                         succeeded = True
                         continue
-                    lines.put(line + b"\n")
+                    lines.put(_tagged(line, message, node) if tag_nodes else line + b"\n")
             if succeeded:
                 on_success(node)
             else:

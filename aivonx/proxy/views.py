@@ -9,8 +9,9 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
+from aivonx.errors import handle_proxy_error
 from aivonx.proxy import fanout, listing
-from aivonx.proxy.errors import BadRequest, ModelNotFound, NoHealthyNode
+from aivonx.proxy.errors import BadRequest, ModelNotFound, NoHealthyNode, Unauthorized
 from aivonx.proxy.forward import Exchange, ndjson_error, relay, sse_error
 from aivonx.proxy.manager import ProxyManager
 from aivonx.proxy.names import normalize_model
@@ -140,6 +141,41 @@ def outcome_response(outcomes: list[fanout.NodeOutcome]) -> Response:
     statuses = {o.status for o in failed}
     status = statuses.pop() if len(statuses) == 1 and None not in statuses else 502
     return Response(json.dumps({"error": summary}), status=status, mimetype="application/json")
+
+
+# -- API keys ----------------------------------------------------------------------------
+
+# `GET /` and `HEAD /` stay open with require_api_key on: load balancers and uptime checks
+# use them as a liveness answer and they reveal nothing. CORS preflights carry no credentials.
+OPEN_PATHS = frozenset({"/"})
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    scheme, _, token = (authorization or "").strip().partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+@bp.before_request
+def require_api_key() -> None:
+    """With require_api_key on, every other route needs `Authorization: Bearer <API key>`."""
+    if request.path in OPEN_PATHS or request.method == "OPTIONS":
+        return
+    rt = runtime()
+    if not rt.manager.settings.require_api_key:
+        return
+    key = bearer_token(request.headers.get("Authorization"))
+    if key is None:
+        raise Unauthorized("unauthorized: an API key is required (send Authorization: Bearer <key>)")
+    if not rt.api_keys.use(key):
+        raise Unauthorized("unauthorized: invalid or revoked API key")
+
+
+@bp.errorhandler(Unauthorized)
+def unauthorized(error: Unauthorized) -> Response:
+    response = handle_proxy_error(error)  # Ollama's or OpenAI's shape, by route
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
 
 
 # -- routes ------------------------------------------------------------------------------

@@ -2,19 +2,22 @@ import pytest
 
 from config import ConfigError, build_settings
 
+INSTANCE = "/tmp/aivonx-test-instance"
+
 
 def settings(env, **overrides):
-    return build_settings(overrides, instance_path="/tmp/aivonx-instance", environ=env)
+    return build_settings(overrides, instance_path=INSTANCE, environ=env)
 
 
-def test_defaults_are_the_embedded_mode():
-    values = settings({})
+def test_defaults_are_the_embedded_mode(tmp_path):
+    values = build_settings({}, instance_path=tmp_path, environ={})
     assert values["AIVONX_ENV"] == "development"
-    assert values["SQLALCHEMY_DATABASE_URI"] == "sqlite:////tmp/aivonx-instance/aivonx.sqlite3"
+    assert values["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{tmp_path}/aivonx.sqlite3"
     assert values["AIVONX_REDIS_URL"] is None
     assert values["AIVONX_HEALTH_INTERVAL"] == 60.0
     assert values["AIVONX_FIRST_BYTE_TIMEOUT"] >= 120
     assert len(values["SECRET_KEY"]) >= 32
+    assert values["SECRET_KEY"] == (tmp_path / "secret_key").read_text()
 
 
 def test_environment_variables_are_parsed():
@@ -62,3 +65,13 @@ def test_production_refuses_to_start_without_a_secret():
 
 def test_test_overrides_win():
     assert settings({"AIVONX_HEALTH_INTERVAL": "15"}, AIVONX_HEALTH_INTERVAL=1.0)["AIVONX_HEALTH_INTERVAL"] == 1.0
+
+
+def test_development_secret_is_generated_once_and_shared(tmp_path):
+    first = build_settings({}, instance_path=tmp_path, environ={})["SECRET_KEY"]
+    second = build_settings({}, instance_path=tmp_path, environ={})["SECRET_KEY"]
+    assert first == second and len(first) >= 32
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+    assert (
+        build_settings({}, instance_path=tmp_path / "other", environ={"AIVONX_ENV": "testing"})["SECRET_KEY"] != first
+    )

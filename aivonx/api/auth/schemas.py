@@ -1,12 +1,15 @@
 import marshmallow as ma
 from marshmallow.validate import Length
 
+from aivonx.api.common import EncodableText
 from aivonx.security import MIN_PASSWORD_LENGTH
 
 
 class LoginSchema(ma.Schema):
-    username = ma.fields.String(required=True, validate=Length(min=1, max=80), metadata={"example": "admin"})
-    password = ma.fields.String(required=True, load_only=True, validate=Length(min=1, max=1024))
+    username = ma.fields.String(
+        required=True, validate=[Length(min=1, max=80), EncodableText()], metadata={"example": "admin"}
+    )
+    password = ma.fields.String(required=True, load_only=True, validate=[Length(min=1, max=1024), EncodableText()])
 
 
 class TokensSchema(ma.Schema):
@@ -25,5 +28,7 @@ class AccountSchema(ma.Schema):
 
 
 class PasswordChangeSchema(ma.Schema):
-    current_password = ma.fields.String(required=True, load_only=True)
-    new_password = ma.fields.String(required=True, load_only=True, validate=Length(min=MIN_PASSWORD_LENGTH, max=1024))
+    current_password = ma.fields.String(required=True, load_only=True, validate=EncodableText())
+    new_password = ma.fields.String(
+        required=True, load_only=True, validate=[Length(min=MIN_PASSWORD_LENGTH, max=1024), EncodableText()]
+    )

@@ -19,7 +19,9 @@ FUZZ_CONFIG = SchemathesisConfig.from_dict(
 
 
 @pytest.fixture
-def admin_app(app):
+def admin_app(make_proxy, fake_nodes):
+    """A proxy with one active node, so readiness and pulls can succeed as well as fail."""
+    app = make_proxy(fake_nodes()).app
     create_user(app, "fuzz-admin", "admin")
     return app
 
@@ -35,6 +37,13 @@ def admin_headers(admin_app):
 @pytest.fixture
 def management_schema(admin_app):
     return schemathesis.openapi.from_wsgi("/openapi.json", admin_app, config=FUZZ_CONFIG)
+
+
+def test_unmatched_management_paths_answer_problem_details(client):
+    for method, path in (("GET", "/api/proxy/nodes/abc"), ("POST", "/api/proxy/state"), ("GET", "/api/users/x/y")):
+        response = client.open(path, method=method)
+        assert response.status_code in (404, 405)
+        assert response.mimetype == "application/problem+json"
 
 
 def test_openapi_document_is_valid_openapi_3(client):
@@ -71,6 +80,6 @@ def test_every_operation_survives_fuzzing(management_schema, admin_headers):
 
         try:
             fuzz()
-        except Exception as failure:
+        except (Exception, BaseExceptionGroup) as failure:  # schemathesis raises an exception group
             failures.append(f"{operation.method.upper()} {operation.path}: {failure}")
     assert not failures, "\n\n".join(failures)

@@ -1,13 +1,13 @@
 import marshmallow as ma
 from marshmallow.validate import Length
 
-from aivonx.api.common import EncodableText
+from aivonx.api.common import EncodableText, PlainText
 from aivonx.security import MIN_PASSWORD_LENGTH
 
 
 class LoginSchema(ma.Schema):
     username = ma.fields.String(
-        required=True, validate=[Length(min=1, max=80), EncodableText()], metadata={"example": "admin"}
+        required=True, validate=[Length(min=1, max=80), PlainText()], metadata={"example": "admin"}
     )
     password = ma.fields.String(required=True, load_only=True, validate=[Length(min=1, max=1024), EncodableText()])
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from aivonx import store
 from aivonx.extensions import db
 from aivonx.models import ApiKey
-from tests.integration.api.test_users_api import assert_problem
+from tests.integration.api.helpers import assert_problem
 
 LISTED_FIELDS = {"id", "name", "prefix", "created_at", "last_used_at", "revoked_at", "user"}
 

@@ -3,7 +3,7 @@
 import pytest
 
 from aivonx.runtime import get_runtime
-from tests.integration.api.test_nodes_api import assert_problem, config_version
+from tests.integration.api.helpers import assert_problem, config_version
 
 SETTINGS = {
     "strategy": "lowest_latency",

@@ -1,36 +1,11 @@
 """/api/proxy/nodes: CRUD, enable/disable/check, runtime state, and changes seen by other processes."""
 
-import secrets
-
 import pytest
 
-from aivonx import store
 from aivonx.proxy.types import ACTIVE, DISABLED, STANDBY
 from aivonx.runtime import get_runtime
-from tests.conftest import BACKEND, DEFAULT_PASSWORD, create_user
-
-
-def headers_for(app, role="admin"):
-    """Authorization headers of a new user of `role`, for this app (each app signs its own tokens)."""
-    username = f"{role}-{secrets.token_hex(4)}"
-    create_user(app, username, role)
-    response = app.test_client().post("/api/account/login", json={"username": username, "password": DEFAULT_PASSWORD})
-    return {"Authorization": f"Bearer {response.get_json()['access']}"}
-
-
-def config_version(app):
-    with app.app_context():
-        return store.current_version()
-
-
-def assert_problem(response, status, field=None):
-    assert response.status_code == status, response.get_json()
-    assert response.mimetype == "application/problem+json"
-    problem = response.get_json()
-    assert problem["status"] == status and problem["detail"]
-    if field is not None:
-        assert field in problem["errors"], problem
-    return problem
+from tests.conftest import BACKEND
+from tests.integration.api.helpers import assert_problem, config_version
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import pytest
 import requests
 
 from aivonx.proxy.types import ACTIVE, DISABLED, STANDBY
-from tests.integration.api.test_nodes_api import assert_problem, headers_for
+from tests.integration.api.helpers import assert_problem, headers_for
 from tests.integration.test_failover import wait_until
 
 

@@ -10,7 +10,7 @@ from aivonx.extensions import db
 from aivonx.runtime import get_runtime
 from aivonx.version import __version__
 from tests.conftest import BACKEND
-from tests.integration.api.test_nodes_api import assert_problem, headers_for
+from tests.integration.api.helpers import assert_problem, headers_for
 
 
 def test_liveness_needs_nothing(client):

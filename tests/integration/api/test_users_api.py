@@ -5,6 +5,7 @@ import pytest
 from aivonx.extensions import db
 from aivonx.models import User
 from tests.conftest import DEFAULT_PASSWORD, create_user
+from tests.integration.api.helpers import assert_problem
 
 NEW_PASSWORD = "a-brand-new-password"
 UNKNOWN_ID = 999_999
@@ -17,16 +18,6 @@ def log_in(client, username, password=DEFAULT_PASSWORD):
 
 def bearer(client, username, password=DEFAULT_PASSWORD):
     return {"Authorization": f"Bearer {log_in(client, username, password).get_json()['access']}"}
-
-
-def assert_problem(response, status, field=None):
-    assert response.status_code == status, response.get_json()
-    assert response.mimetype == "application/problem+json"
-    problem = response.get_json()
-    assert problem["status"] == status and problem["detail"]
-    if field is not None:
-        assert field in problem["errors"], problem
-    return problem
 
 
 # -- auth on every operation ---------------------------------------------------------------

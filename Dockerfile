@@ -1,6 +1,7 @@
 # aivonx: the same two start commands as `make serve` (init, then gunicorn), in production mode.
 # Build: docker build -t aivonx .
-# Run:   docker run -p 11434:11434 -e AIVONX_SECRET_KEY=... -e AIVONX_NODES=http://gpu1:11434 aivonx
+# Run:   docker run -p 11434:11434 -e AIVONX_SECRET_KEY=... -e AIVONX_ADMIN_PASSWORD=... \
+#          -e AIVONX_NODES=http://gpu1:11434 aivonx
 FROM python:3.11.7-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -25,8 +26,8 @@ RUN mkdir -p /app/instance && chown aivonx:aivonx /app/instance
 USER aivonx
 EXPOSE 11434
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s \
-    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:11434/', timeout=4)"
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:11434/api/health', timeout=4)"
 
-# exec: gunicorn becomes PID 1's child-free replacement and receives SIGTERM directly,
-# so in-flight streams get the graceful timeout.
+# exec: gunicorn replaces the shell and receives SIGTERM directly, so in-flight streams get
+# the graceful timeout.
 CMD ["sh", "-c", "flask --app aivonx init && exec gunicorn -c gunicorn.conf.py wsgi:app"]

@@ -71,7 +71,6 @@ def run(count: int) -> dict:
         "AIVONX_NODES": node_url,
         "AIVONX_BIND": f"127.0.0.1:{proxy_port}",
         "AIVONX_REDIS_URL": "",
-        "AIVONX_LOG_LEVEL": "WARNING",
     }
     processes = []
     try:

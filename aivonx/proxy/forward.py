@@ -15,6 +15,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 from aivonx.proxy.errors import NoHealthyNode, UpstreamFailed
 from aivonx.proxy.manager import Lease, ProxyManager
+from aivonx.proxy.requestlog import RequestRecord
 from aivonx.proxy.upstream import Upstream
 
 NETWORK_ERRORS = (requests.RequestException, Urllib3Error, OSError)
@@ -59,6 +60,7 @@ class Exchange:
     rest: Iterator[bytes]
     buffered: bool
     failures: list[str] = field(default_factory=list)
+    record: RequestRecord | None = None
 
     @property
     def node_name(self) -> str:
@@ -75,12 +77,21 @@ class Forwarder:
         self.manager = manager
         self.upstream = upstream
 
-    def open(self, method: str, path: str, model: str, body: bytes, headers: Mapping[str, str]) -> Exchange:
+    def open(
+        self,
+        method: str,
+        path: str,
+        model: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        record: RequestRecord | None = None,
+    ) -> Exchange:
+        """The first node's answer that started; `record` (if any) learns node, retries, first byte."""
         settings = self.manager.settings
         timeout = (settings.connect_timeout, settings.first_byte_timeout)
         tries = max(settings.max_tries, 1)
         tried: list[int] = []
-        failures: list[str] = []
+        failures: list[str] = [] if record is None else record.retries
         while len(tried) < tries:
             try:
                 lease = self.manager.acquire(model, exclude=tried)
@@ -117,6 +128,12 @@ class Forwarder:
                 self._failed(lease, response, describe(exc, settings.first_byte_timeout), failures, model)
                 continue
             exchange.failures = failures
+            if record is not None:
+                record.node = node.name
+                record.first_byte()
+                record.bytes = len(exchange.first)
+                record.last_chunk = exchange.first
+                exchange.record = record
             return exchange
         raise UpstreamFailed(f"no node could serve model '{model}': " + "; ".join(failures))
 
@@ -156,18 +173,24 @@ def relay(exchange: Exchange, error_chunk: Callable[[str], bytes]) -> Iterator[b
     the case where this generator never starts.
     """
     last = exchange.first
+    record = exchange.record
     try:
         if last:
             yield last
         for chunk in exchange.rest:
             if chunk:
                 last = chunk
+                if record is not None:
+                    record.bytes += len(chunk)
+                    record.last_chunk = chunk
                 yield chunk
     except NETWORK_ERRORS as exc:
         reason = describe(exc)
         exchange.manager.mark_failed(exchange.lease.node, reason)
         message = f"node '{exchange.node_name}' failed mid-stream: {reason}"
         separator = b"" if not last or last.endswith(b"\n") else b"\n"
+        if record is not None:
+            record.error = message
         yield separator + error_chunk(message)
     finally:
         exchange.close()

@@ -7,7 +7,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app, g, request
 
 from aivonx.errors import handle_proxy_error
 from aivonx.proxy import fanout, listing
@@ -15,6 +15,7 @@ from aivonx.proxy.errors import BadRequest, ModelNotFound, NoHealthyNode, Unauth
 from aivonx.proxy.forward import Exchange, ndjson_error, relay, sse_error
 from aivonx.proxy.manager import ProxyManager
 from aivonx.proxy.names import normalize_model
+from aivonx.proxy.requestlog import RequestRecord, emit
 from aivonx.proxy.types import ACTIVE, NodeSpec
 from aivonx.proxy.upstream import request_headers, response_headers
 from aivonx.runtime import Runtime, get_runtime
@@ -49,11 +50,15 @@ def json_body(model_fields: Sequence[str] = ("model",), *, model_required: bool 
         raise BadRequest("model is required")
     if model is not None and not isinstance(model, str):
         raise BadRequest("model must be a string")
-    return body, payload, (model or "").strip()
+    model = (model or "").strip()
+    g.request_record.model = model or None
+    return body, payload, model
 
 
 def forwarded_headers(manager: ProxyManager) -> dict[str, str]:
-    return request_headers(request.headers, forward_authorization=manager.settings.forward_authorization)
+    headers = request_headers(request.headers, forward_authorization=manager.settings.forward_authorization)
+    headers["X-Request-ID"] = g.request_id  # the node's logs and ours name the request alike
+    return headers
 
 
 def node_timeout(manager: ProxyManager) -> tuple[float, float]:
@@ -76,7 +81,9 @@ def routed(model_fields: Sequence[str] = ("model",), error_chunk: Callable[[str]
     """Send the request to one node that has the model, failing over before the first byte."""
     body, _, model = json_body(model_fields)
     rt = runtime()
-    exchange = rt.forwarder.open(request.method, request.path, model, body, forwarded_headers(rt.manager))
+    exchange = rt.forwarder.open(
+        request.method, request.path, model, body, forwarded_headers(rt.manager), record=g.request_record
+    )
     return exchange_response(exchange, error_chunk)
 
 
@@ -141,6 +148,25 @@ def outcome_response(outcomes: list[fanout.NodeOutcome]) -> Response:
     statuses = {o.status for o in failed}
     status = statuses.pop() if len(statuses) == 1 and None not in statuses else 502
     return Response(json.dumps({"error": summary}), status=status, mimetype="application/json")
+
+
+# -- the request log ---------------------------------------------------------------------
+
+
+@bp.before_request
+def start_request_record() -> None:
+    g.request_record = RequestRecord(
+        request_id=g.request_id, method=request.method, route=request.path, client=request.remote_addr
+    )
+
+
+@bp.after_request
+def finish_request_record(response: Response) -> Response:
+    """Log the request when its response is closed: after the last byte, or the client left."""
+    record: RequestRecord = g.request_record
+    record.status = response.status_code
+    response.call_on_close(lambda: emit(record))
+    return response
 
 
 # -- API keys ----------------------------------------------------------------------------

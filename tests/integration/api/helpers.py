@@ -29,3 +29,14 @@ def assert_problem(response: Any, status: int, field: str | None = None) -> dict
     if field is not None:
         assert field in problem["errors"], problem
     return problem
+
+
+def assert_admin_only(client: Any, login: Any, method: str, path: str, body: Any) -> None:
+    """No token and a bad token are 401 (with WWW-Authenticate), a viewer's token is 403."""
+    call = getattr(client, method)
+    missing = call(path, json=body)
+    assert_problem(missing, 401)
+    assert missing.headers["WWW-Authenticate"] == "Bearer"
+    assert_problem(call(path, json=body, headers={"Authorization": "Bearer not-a-jwt"}), 401)
+    forbidden = assert_problem(call(path, json=body, headers=login("viewer")), 403)
+    assert "admin role" in forbidden["detail"]

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from aivonx import store
 from aivonx.extensions import db
 from aivonx.models import ApiKey
-from tests.integration.api.helpers import assert_problem
+from tests.integration.api.helpers import assert_admin_only, assert_problem
 
 LISTED_FIELDS = {"id", "name", "prefix", "created_at", "last_used_at", "revoked_at", "user"}
 
@@ -33,12 +33,7 @@ OPERATIONS = [
 
 @pytest.mark.parametrize(("method", "path", "body"), OPERATIONS)
 def test_every_operation_needs_an_admin_token(client, login, method, path, body):
-    call = getattr(client, method)
-    missing = call(path, json=body)
-    assert_problem(missing, 401)
-    assert missing.headers["WWW-Authenticate"] == "Bearer"
-    assert_problem(call(path, json=body, headers={"Authorization": "Bearer not-a-jwt"}), 401)
-    assert_problem(call(path, json=body, headers=login("viewer")), 403)
+    assert_admin_only(client, login, method, path, body)
 
 
 def test_create_shows_the_key_once_and_stores_only_its_hash(app, client, login):

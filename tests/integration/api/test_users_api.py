@@ -5,7 +5,7 @@ import pytest
 from aivonx.extensions import db
 from aivonx.models import User
 from tests.conftest import DEFAULT_PASSWORD, create_user
-from tests.integration.api.helpers import assert_problem
+from tests.integration.api.helpers import assert_admin_only, assert_problem
 
 NEW_PASSWORD = "a-brand-new-password"
 UNKNOWN_ID = 999_999
@@ -33,13 +33,7 @@ OPERATIONS = [
 
 @pytest.mark.parametrize(("method", "path", "body"), OPERATIONS)
 def test_every_operation_needs_an_admin_token(client, login, method, path, body):
-    call = getattr(client, method)
-    missing = call(path, json=body)
-    assert_problem(missing, 401)
-    assert missing.headers["WWW-Authenticate"] == "Bearer"
-    assert_problem(call(path, json=body, headers={"Authorization": "Bearer not-a-jwt"}), 401)
-    forbidden = assert_problem(call(path, json=body, headers=login("viewer")), 403)
-    assert "admin role" in forbidden["detail"]
+    assert_admin_only(client, login, method, path, body)
 
 
 # -- list, create, get ---------------------------------------------------------------------

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import marshmallow as ma
-from flask_smorest import Blueprint
+from flask_smorest import Blueprint, abort
 from marshmallow.validate import Regexp, Validator
 
 from aivonx.security import roles_required
@@ -63,6 +63,11 @@ class ProblemSchema(ma.Schema):
         keys=ma.fields.String(),
         metadata={"description": "Per-field messages", "example": {"name": ["a node named 'gpu1' exists already"]}},
     )
+
+
+def abort_field(status: int, field: str, message: str) -> NoReturn:
+    """End the request with a problem that names `field` (the `errors` member)."""
+    abort(status, message=message, errors={field: [message]})
 
 
 def authorized(blp: Blueprint, roles: tuple[str, ...] = ANY_ROLE) -> Callable[[F], F]:

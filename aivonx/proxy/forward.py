@@ -88,7 +88,7 @@ class Forwarder:
     ) -> Exchange:
         """The first node's answer that started; `record` (if any) learns node, retries, first byte."""
         settings = self.manager.settings
-        timeout = (settings.connect_timeout, settings.first_byte_timeout)
+        timeout = settings.node_timeout
         tries = max(settings.max_tries, 1)
         tried: list[int] = []
         failures: list[str] = [] if record is None else record.retries
@@ -116,7 +116,7 @@ class Forwarder:
                     self.manager.forget_model(node, model)
                 else:
                     self.manager.mark_failed(node, reason, model=model, answered=True)
-                if can_retry and self._has_alternative(model, tried):
+                if can_retry and self.manager.active_holders(model, exclude=tried):
                     failures.append(f"{node.name}: {reason}")
                     response.close()
                     self.manager.release(lease)
@@ -136,13 +136,6 @@ class Forwarder:
                 exchange.record = record
             return exchange
         raise UpstreamFailed(f"no node could serve model '{model}': " + "; ".join(failures))
-
-    def _has_alternative(self, model: str, tried: list[int]) -> bool:
-        statuses = self.manager.state.statuses()
-        return any(
-            node.id not in tried and (status := statuses.get(node.id)) is not None and status.healthy
-            for node in self.manager.holders(model)
-        )
 
     def _first_bytes(self, lease: Lease, response: requests.Response) -> Exchange:
         length = response.headers.get("Content-Length")

@@ -98,6 +98,24 @@ class ProxyManager:
         ids = self._current_index().get(normalize_model(model), ())
         return [self._nodes[node_id] for node_id in ids if node_id in self._nodes]
 
+    def active_holders(self, model: str, exclude: Collection[int] = ()) -> list[NodeSpec]:
+        """Healthy nodes that have the model, leaving out the ids in `exclude`."""
+        statuses = self.state.statuses()
+        return [
+            node
+            for node in self.holders(model)
+            if node.id not in exclude and (status := statuses.get(node.id)) is not None and status.healthy
+        ]
+
+    def require_active_holders(self, model: str, exclude: Collection[int] = ()) -> list[NodeSpec]:
+        """`active_holders`, or ModelNotFound (no enabled node has it) / NoHealthyNode (none can serve)."""
+        healthy = self.active_holders(model, exclude)
+        if not healthy:
+            if not self.holders(model):
+                raise ModelNotFound(model)
+            raise NoHealthyNode(f"no healthy node has model '{model}'", retry_after=5)
+        return healthy
+
     def known_models(self) -> dict[str, list[NodeSpec]]:
         index = self._current_index()
         return {model: [self._nodes[i] for i in ids if i in self._nodes] for model, ids in index.items()}
@@ -110,17 +128,7 @@ class ProxyManager:
         Raises ModelNotFound when no enabled node has the model, NoHealthyNode when nodes
         have it but none is active, untried and below its concurrency limit.
         """
-        holders = self.holders(model)
-        if not holders:
-            raise ModelNotFound(model)
-        statuses = self.state.statuses()
-        healthy = [
-            node
-            for node in holders
-            if node.id not in exclude and (status := statuses.get(node.id)) is not None and status.healthy
-        ]
-        if not healthy:
-            raise NoHealthyNode(f"no healthy node has model '{model}'", retry_after=5)
+        healthy = self.require_active_holders(model, exclude)
         counts = self.state.active_counts(node.id for node in healthy)
         free = [n for n in healthy if not n.max_concurrent or counts[n.id] < n.max_concurrent]
         if not free:
@@ -128,7 +136,7 @@ class ProxyManager:
         best = min(node.priority for node in free)
         tier = [node for node in free if node.priority == best]
         choose = STRATEGIES.get(self.settings.strategy, STRATEGIES["least_active"])
-        node = choose(tier, counts, statuses)
+        node = choose(tier, counts, self.state.statuses())
         return Lease(node=node, shared=self.state.incr(node.id))
 
     def release(self, lease: Lease) -> None:
@@ -150,11 +158,9 @@ class ProxyManager:
         status = self.status(node.id)
         if not status.healthy:
             return False
-        if answered and model is not None:
-            others = [n for n in self.holders(model) if n.id != node.id and self.pool_of(n) == ACTIVE]
-            if not others:
-                self.state.put_status(replace(status, last_error=error, changed_at=time.time()))
-                return False
+        if answered and model is not None and not self.active_holders(model, exclude=(node.id,)):
+            self.state.put_status(replace(status, last_error=error, changed_at=time.time()))
+            return False
         now = time.time()
         self.state.put_status(replace(status, healthy=False, last_error=error, failed_at=now, changed_at=now))
         return True

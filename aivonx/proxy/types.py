@@ -40,6 +40,11 @@ class ProxySettings:
     require_api_key: bool = False
     version: int = 0
 
+    @property
+    def node_timeout(self) -> tuple[float, float]:
+        """requests' (connect, read) timeout for a call to a node."""
+        return (self.connect_timeout, self.first_byte_timeout)
+
 
 @dataclass(frozen=True, slots=True)
 class NodeStatus:

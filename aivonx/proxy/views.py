@@ -61,10 +61,6 @@ def forwarded_headers(manager: ProxyManager) -> dict[str, str]:
     return headers
 
 
-def node_timeout(manager: ProxyManager) -> tuple[float, float]:
-    return (manager.settings.connect_timeout, manager.settings.first_byte_timeout)
-
-
 def exchange_response(exchange: Exchange, error_chunk: Callable[[str], bytes]) -> Response:
     upstream = exchange.response
     headers = response_headers(upstream.headers)
@@ -100,7 +96,7 @@ def progress_response(
         request.path,
         body=body,
         headers=forwarded_headers(rt.manager),
-        timeout=node_timeout(rt.manager),
+        timeout=rt.manager.settings.node_timeout,
         on_success=on_success,
         what=what,
     )
@@ -111,16 +107,6 @@ def progress_response(
     *_, last = stream  # without streaming only the final line matters
     outcome = json.loads(last)
     return Response(last, status=502 if "error" in outcome else 200, mimetype="application/json")
-
-
-def active_holders(rt: Runtime, model: str) -> list[NodeSpec]:
-    holders = rt.manager.holders(model)
-    if not holders:
-        raise ModelNotFound(model)
-    active = [node for node in holders if rt.manager.pool_of(node) == ACTIVE]
-    if not active:
-        raise NoHealthyNode(f"no healthy node has model '{model}'", retry_after=5)
-    return active
 
 
 def active_nodes(rt: Runtime) -> list[NodeSpec]:
@@ -134,7 +120,7 @@ def send_to(rt: Runtime, nodes: list[NodeSpec], path: str, body: Any = None) -> 
     """The request's method and `body` to each node (concurrently), whole answers back."""
     return fanout.call_all(
         rt.upstream, nodes, request.method, path,
-        body=body, headers=forwarded_headers(rt.manager), timeout=node_timeout(rt.manager),
+        body=body, headers=forwarded_headers(rt.manager), timeout=rt.manager.settings.node_timeout,
     )  # fmt: skip
 
 
@@ -311,7 +297,8 @@ def create() -> Response:
     rt = runtime()
     base = payload.get("from")
     # Built on a model the pool has: only where that model is. From blobs or a registry: everywhere.
-    nodes = active_holders(rt, base) if isinstance(base, str) and rt.manager.holders(base) else active_nodes(rt)
+    based_on_pool_model = isinstance(base, str) and bool(rt.manager.holders(base))
+    nodes = rt.manager.require_active_holders(base) if based_on_pool_model else active_nodes(rt)
     return progress_response(rt, nodes, body, payload, f"create of '{model}'", _refresher(rt))
 
 
@@ -326,7 +313,7 @@ def copy() -> Response:
     if not isinstance(destination, str) or not destination.strip():
         raise BadRequest("destination is required")
     rt = runtime()
-    nodes = active_holders(rt, source)
+    nodes = rt.manager.require_active_holders(source)
     outcomes = send_to(rt, nodes, "/api/copy", body)
     listing.refresh_models(rt.manager, rt.upstream, [o.node for o in outcomes if o.ok])
     return outcome_response(outcomes)
@@ -336,7 +323,7 @@ def copy() -> Response:
 def delete() -> Response:
     body, _, model = json_body(("model", "name"))
     rt = runtime()
-    nodes = active_holders(rt, model)
+    nodes = rt.manager.require_active_holders(model)
     outcomes = send_to(rt, nodes, "/api/delete", body)
     for outcome in outcomes:
         if outcome.ok or outcome.status == 404:

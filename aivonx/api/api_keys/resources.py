@@ -6,11 +6,11 @@ from typing import Any
 
 from flask.views import MethodView
 from flask_jwt_extended import get_current_user
-from flask_smorest import Blueprint, abort
+from flask_smorest import Blueprint
 
 from aivonx import accounts
 from aivonx.api.api_keys.schemas import ApiKeyCreateSchema, ApiKeySchema, NewApiKeySchema
-from aivonx.api.common import ADMIN, authorized
+from aivonx.api.common import ADMIN, abort_field, authorized
 from aivonx.models import ApiKey
 
 blp = Blueprint("api_keys", __name__, url_prefix="/api/keys", description="API keys for the Ollama and /v1 routes")
@@ -54,4 +54,4 @@ class ApiKeyById(MethodView):
         """
         if not accounts.revoke_api_key(key_id):
             message = f"no unrevoked API key with id {key_id}"
-            abort(404, message=message, errors={"key_id": [message]})
+            abort_field(404, "key_id", message)

@@ -12,10 +12,10 @@ from typing import Any, NoReturn
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import Blueprint
 
 from aivonx import store
-from aivonx.api.common import ADMIN, authorized
+from aivonx.api.common import ADMIN, abort_field, authorized
 from aivonx.api.nodes.schemas import NodeCreateSchema, NodePatchSchema, NodeReplaceSchema, NodeSchema
 from aivonx.models import Node
 from aivonx.proxy.types import NodeStatus
@@ -64,14 +64,14 @@ def node_views(rows: list[Node], rt: Runtime) -> list[dict[str, Any]]:
 def node_or_404(node_id: int) -> Node:
     node = store.get_node(node_id)
     if node is None:
-        abort(404, message=f"no node with id {node_id}", errors={"node_id": [f"no node with id {node_id}"]})
+        abort_field(404, "node_id", f"no node with id {node_id}")
     return node
 
 
 def refuse(error: store.NodeInputError) -> NoReturn:
     """A taken name or URL is a conflict (409); anything else is invalid input (422)."""
     status = 409 if isinstance(error, store.NodeConflict) else 422
-    abort(status, message=error.message, errors={error.field: [error.message]})
+    abort_field(status, error.field, error.message)
 
 
 def applied(node: Node, *, new_server: bool = False, probe: bool = False) -> dict[str, Any]:

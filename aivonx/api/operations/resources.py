@@ -36,10 +36,6 @@ NODE_HEADERS = {"Content-Type": "application/json"}
 RETRY_AFTER = {"Retry-After": "5"}
 
 
-def node_timeout(rt: Runtime) -> tuple[float, float]:
-    return (rt.manager.settings.connect_timeout, rt.manager.settings.first_byte_timeout)
-
-
 @blp.route("/state")
 class ProxyState(MethodView):
     @authorized(blp)
@@ -118,7 +114,7 @@ class Pull(MethodView):
             "/api/pull",
             body=json.dumps({"model": model, "stream": True}).encode(),
             headers=NODE_HEADERS,
-            timeout=node_timeout(rt),
+            timeout=rt.manager.settings.node_timeout,
             on_success=lambda node: listing.refresh_models(rt.manager, rt.upstream, [node]),
             what=f"pull of '{model}'",
             tag_nodes=True,
@@ -151,15 +147,14 @@ class ModelByName(MethodView):
         Nodes that failed are listed in `failed`; standby nodes keep their copy.
         """
         rt = proxy_runtime()
-        holders = rt.manager.holders(model)
-        if not holders:
+        if not rt.manager.holders(model):
             abort(404, message=f"model '{model}' not found", errors={"model": ["no node has this model"]})
-        active = [node for node in holders if rt.manager.pool_of(node) == ACTIVE]
+        active = rt.manager.active_holders(model)
         if not active:
             abort(503, message=f"no active node has model '{model}'", headers=RETRY_AFTER)
         outcomes = fanout.call_all(
             rt.upstream, active, "DELETE", "/api/delete",
-            body=json.dumps({"model": model}).encode(), headers=NODE_HEADERS, timeout=node_timeout(rt),
+            body=json.dumps({"model": model}).encode(), headers=NODE_HEADERS, timeout=rt.manager.settings.node_timeout,
         )  # fmt: skip
         for outcome in outcomes:
             if outcome.ok or outcome.status == 404:  # either way it is not there any more

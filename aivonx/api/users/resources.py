@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import Blueprint
 
 from aivonx import accounts
-from aivonx.api.common import ADMIN, authorized
+from aivonx.api.common import ADMIN, abort_field, authorized
 from aivonx.api.users.schemas import PasswordSetSchema, UserSchema, UserUpdateSchema
 from aivonx.models import User
 
@@ -18,7 +18,7 @@ blp = Blueprint("users", __name__, url_prefix="/api/users", description="Users o
 def user_or_404(user_id: int) -> User:
     user = accounts.get_user(user_id)
     if user is None:
-        abort(404, message=f"no user with id {user_id}", errors={"user_id": [f"no user with id {user_id}"]})
+        abort_field(404, "user_id", f"no user with id {user_id}")
     return user
 
 
@@ -39,7 +39,7 @@ class Users(MethodView):
         try:
             user = accounts.create_user(fields["username"], fields["password"], fields["role"])
         except accounts.AccountConflict as error:
-            abort(409, message=error.message, errors={error.field: [error.message]})
+            abort_field(409, error.field, error.message)
         return user
 
 
@@ -67,7 +67,7 @@ class UserById(MethodView):
         try:
             accounts.update_user(user, role=changes.get("role"), active=changes.get("active"))
         except accounts.AccountConflict as error:
-            abort(409, message=error.message, errors={error.field: [error.message]})
+            abort_field(409, error.field, error.message)
         return user
 
 

@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LINTED := aivonx config tests migrations benchmarks wsgi.py gunicorn.conf.py
 
-.PHONY: serve test lint test-sqlite test-postgres bench clean
+.PHONY: serve test lint test-sqlite test-postgres bench soak clean
 
 $(VENV)/.runtime-installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,7 @@ serve: $(VENV)/.runtime-installed
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check $(LINTED)
+	$(BIN)/hadolint Dockerfile
 
 # SQLite + in-memory state, then PostgreSQL + Redis (the servers on this machine).
 test-sqlite: $(VENV)/.dev-installed
@@ -33,8 +34,14 @@ test-postgres: $(VENV)/.dev-installed
 
 test: lint test-sqlite test-postgres
 
+# Benchmarks: aivonx against direct and nginx (README, Performance). BENCH_ARGS=--quick for a smoke run.
 bench: $(VENV)/.dev-installed
-	$(BIN)/python -m benchmarks.added_latency
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
+
+# Minutes of load with random node kills; not part of `make test`. E.g.
+# make soak SOAK_ARGS="--duration 120 --redis redis://127.0.0.1:6379/0"
+soak: $(VENV)/.dev-installed
+	$(BIN)/python -m benchmarks.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache

@@ -6,9 +6,45 @@ finish on restart or SIGTERM, so it is minutes.
 """
 
 import os
+import shutil
+import tempfile
+
+from gunicorn.workers.ggevent import GeventWorker
+
+
+class DrainingGeventWorker(GeventWorker):
+    """gunicorn's gevent worker, draining before it stops on SIGTERM.
+
+    For AIVONX_DRAIN_SECONDS the worker keeps serving while `/api/ready` answers 503, so
+    load balancers send new requests to other instances; then gunicorn's graceful stop
+    begins (no new connections, in-flight streams finish within graceful_timeout).
+    Defined here, not in the aivonx package: the master must not import the app before
+    the workers' gevent patching.
+    """
+
+    draining = False
+
+    def handle_exit(self, sig, frame):
+        if self.draining or not self.alive:
+            return
+        self.draining = True
+        import gevent
+
+        gevent.spawn(self._drain)
+
+    def _drain(self):
+        import gevent
+
+        from aivonx.runtime import get_runtime
+
+        runtime = get_runtime(self.wsgi)
+        runtime.draining = True
+        gevent.sleep(self.wsgi.config["AIVONX_DRAIN_SECONDS"])
+        self.alive = False
+
 
 bind = os.environ.get("AIVONX_BIND", "127.0.0.1:11434").split(",")
-worker_class = "gevent"
+worker_class = DrainingGeventWorker
 workers = int(os.environ.get("AIVONX_WORKERS", "1"))
 worker_connections = int(os.environ.get("AIVONX_WORKER_CONNECTIONS", "1000"))
 timeout = int(os.environ.get("AIVONX_WORKER_TIMEOUT", "30"))
@@ -43,6 +79,41 @@ def worker_exit(server, worker):
     app = getattr(worker, "wsgi", None)
     if app is not None:
         get_runtime(app).stop()
+
+
+# Prometheus multiprocess mode: every worker writes its metrics to files in one directory and
+# /metrics adds them all up. prometheus_client reads PROMETHEUS_MULTIPROC_DIR when a worker
+# first imports it, so the master sets it here, before any worker starts (preload_app is off).
+# Without AIVONX_METRICS_DIR each gunicorn run gets a private temporary directory; a HUP
+# reload re-reads this file and keeps the directory already chosen.
+METRICS_TMP_PREFIX = "aivonx-metrics-"
+metrics_dir = (
+    os.environ.get("AIVONX_METRICS_DIR")
+    or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    or tempfile.mkdtemp(prefix=METRICS_TMP_PREFIX)
+)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+
+
+def on_starting(server):
+    # Files of an earlier run would be added to this run's counters.
+    os.makedirs(metrics_dir, exist_ok=True)
+    for name in os.listdir(metrics_dir):
+        if name.endswith(".db"):
+            os.remove(os.path.join(metrics_dir, name))
+
+
+def child_exit(server, worker):
+    # A dead worker's counters stay (they are totals); its live gauges must go.
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, metrics_dir)
+
+
+def on_exit(server):
+    # Only the temporary directory made above; an operator's AIVONX_METRICS_DIR is kept.
+    if not os.environ.get("AIVONX_METRICS_DIR") and os.path.basename(metrics_dir).startswith(METRICS_TMP_PREFIX):
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 # gunicorn's control socket is one per user by default; several instances on one machine

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from aivonx import api, commands, errors, logs, runtime, security
+from aivonx import admin, api, commands, errors, logs, metrics, runtime, security, stats
 from aivonx.extensions import db, migrate, redis_store
 from aivonx.proxy.views import bp as ollama_bp
 from aivonx.version import __version__
@@ -39,11 +39,15 @@ def register_extensions(app: Flask) -> None:
     redis_store.init_app(app)
     security.init_app(app)
     runtime.init_app(app)
+    metrics.init_app(app)  # subscribes to the runtime's events
+    stats.init_app(app)  # dashboard statistics, also from the runtime's events
 
 
 def register_blueprints(app: Flask) -> None:
     app.register_blueprint(ollama_bp)
+    app.register_blueprint(metrics.bp)
     api.init_app(app)
+    admin.init_app(app)  # pages under /ui/
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -1,13 +1,16 @@
 """One error handler for the whole app, answering in the shape the caller expects:
-Ollama's `{"error": ...}` on Ollama routes, OpenAI's error object on /v1, and problem
-details (RFC 9457) on the management API."""
+Ollama's `{"error": ...}` on Ollama routes, OpenAI's error object on /v1, problem
+details (RFC 9457) on the management API, and an HTML page on the admin pages (/ui/)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, jsonify, render_template, request
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 from aivonx.extensions import db
@@ -16,6 +19,8 @@ from aivonx.proxy.errors import ProxyError
 log = logging.getLogger(__name__)
 
 PROXY_BLUEPRINT = "ollama"
+PAGES_BLUEPRINT = "admin"
+PAGES_PREFIX = "/ui"
 OPENAI_TYPES = {401: "authentication_error", 429: "rate_limit_error"}
 # Management paths answer problem details even when no route matched (404/405).
 MANAGEMENT_PREFIXES = ("/api/proxy/", "/api/account/", "/api/users", "/api/keys", "/api/health", "/api/ready")
@@ -23,8 +28,10 @@ WEBARGS_LOCATIONS = {"json", "query", "path", "headers", "form", "files", "view_
 
 
 def _caller_shape() -> str:
-    """`openai`, `ollama` or `problem`: by blueprint, or by path for unmatched routes."""
+    """`openai`, `ollama`, `problem` or `html`: by blueprint, or by path for unmatched routes."""
     path = request.path
+    if request.blueprint == PAGES_BLUEPRINT or path == PAGES_PREFIX or path.startswith(PAGES_PREFIX + "/"):
+        return "html"
     if request.blueprint is None and path.startswith(MANAGEMENT_PREFIXES):
         return "problem"
     if request.blueprint == PROXY_BLUEPRINT or request.blueprint is None:
@@ -50,6 +57,9 @@ def error_response(
     status: int, message: str, *, openai_type: str | None = None, title: str | None = None, errors: Any = None
 ) -> Response:
     shape = _caller_shape()
+    if shape == "html":
+        page = render_template("admin/error.html", status=status, title=title or "", message=message)
+        return Response(page, status=status, mimetype="text/html")
     if shape == "problem":
         return problem(status, message, title=title, errors=errors)
     if shape == "openai":
@@ -121,7 +131,52 @@ def handle_unexpected(error: Exception) -> Response:
     return error_response(500, InternalServerError.description, title="Internal Server Error")
 
 
+def _raised_by_json_decoder(error: BaseException) -> bool:
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename.endswith(("json/decoder.py", "json/__init__.py")):
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def handle_recursion_error(error: RecursionError) -> Response:
+    # JSON nested deeper than the interpreter's recursion limit makes json.loads raise
+    # RecursionError, not ValueError, wherever a body is parsed (proxy routes, webargs):
+    # a client error, answered as any invalid JSON is.
+    if not _raised_by_json_decoder(error):
+        return handle_unexpected(error)
+    return error_response(400, "invalid JSON body: nested too deeply", title="Bad Request")
+
+
+DATABASE_RETRY_AFTER = 5
+
+
+def database_unavailable(error: SQLAlchemyError) -> bool:
+    """Refused, dropped or timed-out connections (and a full pool): an outage, not a bug."""
+    if isinstance(error, (OperationalError, InterfaceError, PoolTimeout)):
+        return True
+    return isinstance(error, DBAPIError) and error.connection_invalidated
+
+
+def handle_database_error(error: SQLAlchemyError) -> Response:
+    # While the database is down, management reads and writes answer 503 with Retry-After
+    # (a load balancer or client retries); proxying goes on from the cached configuration.
+    if not database_unavailable(error):
+        return handle_unexpected(error)
+    log.warning("database unavailable on %s %s: %s", request.method, request.path, error)
+    with contextlib.suppress(SQLAlchemyError):
+        db.session.rollback()
+    response = error_response(
+        503, "database unavailable, try again shortly", title="Service Unavailable", openai_type="server_error"
+    )
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER)
+    return response
+
+
 def register_errorhandlers(app: Flask) -> None:
     app.register_error_handler(ProxyError, handle_proxy_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(SQLAlchemyError, handle_database_error)
+    app.register_error_handler(RecursionError, handle_recursion_error)
     app.register_error_handler(Exception, handle_unexpected)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http
+from typing import Any
 
+import sqlalchemy as sa
 from flask import Flask, current_app
 from flask_jwt_extended import JWTManager
 from flask_migrate import Migrate
@@ -18,6 +20,46 @@ from sqlalchemy.orm import DeclarativeBase
 
 class Base(DeclarativeBase):
     pass
+
+
+# Seconds to reach PostgreSQL: a database host that drops packets must fail a management
+# request (503) and a config sync quickly, not after the OS's TCP timeout of minutes.
+DATABASE_CONNECT_TIMEOUT = 3
+
+
+def _connect_within_timeout(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> Any:
+    """libpq enforces `connect_timeout` only on a blocking connect; psycopg2 made cooperative
+    under gevent (wsgi.py) polls instead and would wait forever, so a gevent timeout bounds it."""
+    try:
+        from gevent import Timeout
+        from gevent.monkey import is_module_patched
+    except ImportError:
+        return None
+    if not is_module_patched("socket"):
+        return None  # no gevent: connect_timeout applies
+    timeout = Timeout(DATABASE_CONNECT_TIMEOUT)
+    timeout.start()
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except Timeout as exc:
+        if exc is not timeout:
+            raise
+        raise dialect.loaded_dbapi.OperationalError(f"connection timed out after {DATABASE_CONNECT_TIMEOUT}s") from None
+    finally:
+        timeout.close()
+
+
+class Database(SQLAlchemy):
+    def _apply_driver_defaults(self, options: dict, app: Flask) -> None:
+        super()._apply_driver_defaults(options, app)
+        if sa.engine.make_url(options["url"]).get_backend_name() == "postgresql":
+            options.setdefault("connect_args", {}).setdefault("connect_timeout", DATABASE_CONNECT_TIMEOUT)
+
+    def _make_engine(self, bind_key: str | None, options: dict, app: Flask) -> sa.engine.Engine:
+        engine = super()._make_engine(bind_key, options, app)
+        if engine.url.get_backend_name() == "postgresql":
+            sa.event.listen(engine, "do_connect", _connect_within_timeout)
+        return engine
 
 
 def connect_redis(url: str) -> Redis:
@@ -69,7 +111,7 @@ class ManagementApi(Api):
         self.spec.components.response("DEFAULT_ERROR", default, lazy=True)
 
 
-db = SQLAlchemy(model_class=Base)
+db = Database(model_class=Base)
 migrate = Migrate()
 redis_store = RedisExtension()
 api = ManagementApi()

@@ -59,6 +59,8 @@ class Runtime:
         # Valid API keys, checked on proxy routes when settings.require_api_key is on.
         self.api_keys = KeyRing()
         self.scheduler: Any = None
+        # Set on SIGTERM by the gunicorn worker: readiness answers 503 while streams finish.
+        self.draining = False
         self.loaded_version: int | None = None
         self._sync_lock = threading.Lock()
 
@@ -117,10 +119,12 @@ class Runtime:
         if self.loaded_version is None:
             self.sync()
 
-    def check_now(self, nodes: list[NodeSpec] | None = None) -> None:
-        """Probe now, outside the schedule (a new node, an operator's request, tests)."""
+    def check_now(self, nodes: list[NodeSpec] | None = None, *, readmit: bool = False) -> None:
+        """Probe now, outside the schedule (a new node, an operator's request, tests).
+
+        `readmit`: an operator asked, so a passing probe ends an ejection early."""
         self.ensure_loaded()
-        check_nodes(self.manager, self.upstream, self.manager.nodes if nodes is None else nodes)
+        check_nodes(self.manager, self.upstream, self.manager.nodes if nodes is None else nodes, readmit=readmit)
 
     def health_tick(self) -> int:
         return health_tick(self.manager, self.upstream, HEALTH_TICK_SECONDS)
@@ -142,6 +146,9 @@ class Runtime:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
+        release_lease = getattr(self.manager.state, "release_lease", None)
+        if release_lease is not None:
+            release_lease()
         self.upstream.close()
 
 

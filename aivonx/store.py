@@ -92,6 +92,17 @@ def ensure_config(app_config: Mapping[str, Any], *, commit: bool = True) -> Prox
     return config
 
 
+def process_settings(app_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The data path's settings that stay per process (AIVONX_* only, not in the database)."""
+    return {
+        "eject_after": app_config["AIVONX_EJECT_AFTER"],
+        "ejection_base": app_config["AIVONX_EJECTION_BASE"],
+        "ejection_max": app_config["AIVONX_EJECTION_MAX"],
+        "queue_size": app_config["AIVONX_QUEUE_SIZE"],
+        "queue_timeout": app_config["AIVONX_QUEUE_TIMEOUT"],
+    }
+
+
 def bump_version() -> None:
     """Mark a change for every process; call inside the transaction making the change."""
     ensure_config(current_app.config, commit=False)
@@ -116,7 +127,7 @@ def snapshot(app_config: Mapping[str, Any]) -> tuple[ProxySettings, list[NodeSpe
             if config is None
             else {key: getattr(config, key) for key in config_defaults(app_config)}
         )
-        settings = ProxySettings(**values, version=config.version if config else 0)
+        settings = ProxySettings(**values, **process_settings(app_config), version=config.version if config else 0)
         nodes = [node_spec(node) for node in db.session.scalars(select(Node).order_by(Node.id))]
     finally:
         db.session.remove()

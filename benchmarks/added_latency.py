@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -71,6 +72,8 @@ def run(count: int) -> dict:
         "AIVONX_NODES": node_url,
         "AIVONX_BIND": f"127.0.0.1:{proxy_port}",
         "AIVONX_REDIS_URL": "",
+        # The log file stays on, as by default, but in this run's directory, not instance/.
+        "AIVONX_LOG_FILE": f"{workdir}/logs/aivonx.log",
     }
     processes = []
     try:
@@ -114,6 +117,7 @@ def run(count: int) -> dict:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
+        shutil.rmtree(workdir, ignore_errors=True)
 
     def summary(values: list[float]) -> dict:
         return {

@@ -22,16 +22,17 @@ class ConfigError(ValueError):
     """A setting is missing or malformed; the message names the variable."""
 
 
-def _positive(kind: type[int] | type[float]) -> Callable[[str, str], Any]:
+def _positive(kind: type[int] | type[float], *, zero: bool = False) -> Callable[[str, str], Any]:
     noun = "an integer" if kind is int else "a number"
+    bound = "0 or more" if zero else "greater than 0"
 
     def parse(name: str, raw: str) -> Any:
         try:
             value = kind(raw)
         except ValueError:
             raise ConfigError(f"{name} must be {noun}, got {raw!r}") from None
-        if value <= 0:
-            raise ConfigError(f"{name} must be greater than 0, got {raw!r}")
+        if value < 0 or (value == 0 and not zero):
+            raise ConfigError(f"{name} must be {bound}, got {raw!r}")
         return value
 
     return parse
@@ -39,6 +40,8 @@ def _positive(kind: type[int] | type[float]) -> Callable[[str, str], Any]:
 
 _positive_float = _positive(float)
 _positive_int = _positive(int)
+_non_negative_float = _positive(float, zero=True)
+_non_negative_int = _positive(int, zero=True)
 
 
 def _boolean(name: str, raw: str) -> bool:
@@ -72,6 +75,11 @@ def _node_urls(name: str, raw: str) -> list[str]:
     return urls
 
 
+def _log_file(name: str, raw: str) -> str:
+    """A path, or `off` (kept as "") for stderr only."""
+    return "" if raw.strip().lower() == "off" else raw
+
+
 def _redis_url(name: str, raw: str) -> str | None:
     if not raw:
         return None
@@ -98,6 +106,12 @@ ENV_SETTINGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "AIVONX_MODELS_MAX_AGE": ("AIVONX_MODELS_MAX_AGE", _positive_float),
     "AIVONX_SYNC_INTERVAL": ("AIVONX_SYNC_INTERVAL", _positive_float),
     "AIVONX_POOL_MAXSIZE": ("AIVONX_POOL_MAXSIZE", _positive_int),
+    "AIVONX_EJECT_AFTER": ("AIVONX_EJECT_AFTER", _positive_int),
+    "AIVONX_EJECTION_BASE": ("AIVONX_EJECTION_BASE", _non_negative_float),
+    "AIVONX_EJECTION_MAX": ("AIVONX_EJECTION_MAX", _non_negative_float),
+    "AIVONX_QUEUE_SIZE": ("AIVONX_QUEUE_SIZE", _non_negative_int),
+    "AIVONX_QUEUE_TIMEOUT": ("AIVONX_QUEUE_TIMEOUT", _positive_float),
+    "AIVONX_DRAIN_SECONDS": ("AIVONX_DRAIN_SECONDS", _non_negative_float),
     "AIVONX_MAX_BODY_BYTES": ("MAX_CONTENT_LENGTH", _positive_int),
     "AIVONX_FORWARD_AUTHORIZATION": ("AIVONX_FORWARD_AUTHORIZATION", _boolean),
     "AIVONX_REQUIRE_API_KEY": ("AIVONX_REQUIRE_API_KEY", _boolean),
@@ -106,6 +120,12 @@ ENV_SETTINGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "AIVONX_ACCESS_TOKEN_MINUTES": ("AIVONX_ACCESS_TOKEN_MINUTES", _positive_int),
     "AIVONX_REFRESH_TOKEN_DAYS": ("AIVONX_REFRESH_TOKEN_DAYS", _positive_int),
     "AIVONX_LOG_LEVEL": ("AIVONX_LOG_LEVEL", _choice(("DEBUG", "INFO", "WARNING", "ERROR"))),
+    "AIVONX_METRICS_TOKEN": ("AIVONX_METRICS_TOKEN", _text),
+    "AIVONX_LOG_FILE": ("AIVONX_LOG_FILE", _log_file),
+    "AIVONX_LOG_MAX_BYTES": ("AIVONX_LOG_MAX_BYTES", _positive_int),
+    "AIVONX_LOG_BACKUPS": ("AIVONX_LOG_BACKUPS", _positive_int),
+    "AIVONX_COOKIE_SECURE": ("AIVONX_COOKIE_SECURE", _boolean),
+    "AIVONX_SESSION_HOURS": ("AIVONX_SESSION_HOURS", _positive_float),
 }
 
 DEFAULTS: dict[str, Any] = {
@@ -126,6 +146,12 @@ DEFAULTS: dict[str, Any] = {
     "AIVONX_MODELS_MAX_AGE": 30.0,
     "AIVONX_SYNC_INTERVAL": 1.0,
     "AIVONX_POOL_MAXSIZE": 256,
+    "AIVONX_EJECT_AFTER": 1,
+    "AIVONX_EJECTION_BASE": 5.0,
+    "AIVONX_EJECTION_MAX": 300.0,
+    "AIVONX_QUEUE_SIZE": 100,
+    "AIVONX_QUEUE_TIMEOUT": 30.0,
+    "AIVONX_DRAIN_SECONDS": 5.0,
     "MAX_CONTENT_LENGTH": 100 * 1024 * 1024,
     "AIVONX_FORWARD_AUTHORIZATION": False,
     "AIVONX_REQUIRE_API_KEY": False,
@@ -134,13 +160,20 @@ DEFAULTS: dict[str, Any] = {
     "AIVONX_ACCESS_TOKEN_MINUTES": 15,
     "AIVONX_REFRESH_TOKEN_DAYS": 30,
     "AIVONX_LOG_LEVEL": "INFO",
+    "AIVONX_METRICS_TOKEN": None,  # unset: /metrics answers without authentication
+    "AIVONX_LOG_FILE": None,  # None: instance/logs/aivonx.log; "": no file
+    "AIVONX_LOG_MAX_BYTES": 10 * 1024 * 1024,
+    "AIVONX_LOG_BACKUPS": 5,
+    "AIVONX_COOKIE_SECURE": False,
+    "AIVONX_SESSION_HOURS": 12.0,
     "AIVONX_START_BACKGROUND": True,
 }
 
 PROFILES: dict[str, dict[str, Any]] = {
     "development": {},
     "production": {},
-    "testing": {"TESTING": True, "AIVONX_START_BACKGROUND": False},
+    # Tests that read logs name their own file; the others write none.
+    "testing": {"TESTING": True, "AIVONX_START_BACKGROUND": False, "AIVONX_LOG_FILE": ""},
 }
 
 

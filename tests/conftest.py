@@ -48,6 +48,26 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"aivonx backend: {BACKEND}"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "postgres_only: needs PostgreSQL + Redis shared by processes; deselected on the sqlite backend"
+    )
+    config.addinivalue_line(
+        "markers", "sqlite_only: does not depend on the backend (starts its own); run once, in the sqlite pass"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`postgres_only` tests cannot mean anything on SQLite + in-memory state, and
+    `sqlite_only` ones would only repeat themselves on PostgreSQL: each is deselected on
+    the other backend (counted as "deselected" in the summary), never reported as passed."""
+    other = "sqlite_only" if BACKEND == "postgres" else "postgres_only"
+    kept = [item for item in items if item.get_closest_marker(other) is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
 def _is_loopback(host: object) -> bool:
     if host in ("localhost", b"localhost"):
         return True
@@ -122,6 +142,8 @@ def make_app(database_url: str, redis_prefix: str, tmp_path: Any) -> Iterator[Ca
             "AIVONX_REDIS_URL": REDIS_URL if BACKEND == "postgres" else None,
             "AIVONX_REDIS_PREFIX": redis_prefix,
             "AIVONX_STANDBY_INTERVAL": 0.5,
+            # Ejections as short as a standby probe, unless a test measures the backoff.
+            "AIVONX_EJECTION_BASE": 0.5,
             "AIVONX_HEALTH_INTERVAL": 60.0,
             "AIVONX_SYNC_INTERVAL": 0.2,
             "AIVONX_PROBE_TIMEOUT": 2.0,
@@ -307,6 +329,9 @@ def start_gunicorn(database_url: str, redis_prefix: str, tmp_path: Path) -> Iter
             "AIVONX_NODES": ",".join(node.url for node in nodes),
             "AIVONX_BIND": f"127.0.0.1:{port}",
             "AIVONX_STANDBY_INTERVAL": "0.5",
+            "AIVONX_EJECTION_BASE": "0.5",
+            # Stop at once unless a test measures draining.
+            "AIVONX_DRAIN_SECONDS": "0",
             "AIVONX_WORKERS": "2" if BACKEND == "postgres" else "1",
             "AIVONX_GRACEFUL_TIMEOUT": "5",
             **env_overrides,

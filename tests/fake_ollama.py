@@ -177,6 +177,17 @@ def _is_zero_keep_alive(value: Any) -> bool:
     return False
 
 
+def _like_go(value: Any) -> Any:
+    """Lone surrogates (``"\\ud800"`` in JSON) replaced by U+FFFD, as Go decodes them."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [_like_go(item) for item in value]
+    if isinstance(value, dict):
+        return {_like_go(key): _like_go(item) for key, item in value.items()}
+    return value
+
+
 def _int_or_none(value: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
@@ -410,8 +421,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._json_error = ""
         if self._body:
             try:
-                self._parsed = json.loads(self._body)
-            except ValueError as exc:
+                # Like Ollama (Go's encoding/json): the body is UTF-8, and invalid UTF-8 or
+                # lone surrogates in strings become U+FFFD instead of an error (or a crash here).
+                self._parsed = _like_go(json.loads(self._body.decode("utf-8", "replace")))
+            except (ValueError, RecursionError) as exc:
                 self._json_error = str(exc)
 
         if path.startswith(_CONTROL_PREFIX):
@@ -1212,6 +1225,7 @@ class FakeOllama:
         self.max_recorded: int | None = None  # keep at most this many recorded requests (None = all)
         self._counts: dict[tuple[str, str], int] = {}
         self.active = 0
+        self.peak_active = 0  # the most requests in progress at once since the last clear
         self.disconnects = 0
         self.completed_streams = 0
         self._ids = 0
@@ -1307,6 +1321,7 @@ class FakeOllama:
             self._counts.clear()
             self.disconnects = 0
             self.completed_streams = 0
+            self.peak_active = self.active
             self._cond.notify_all()
 
     def stats(self) -> dict[str, Any]:
@@ -1409,6 +1424,7 @@ class FakeOllama:
     def _enter(self) -> None:
         with self._cond:
             self.active += 1
+            self.peak_active = max(self.peak_active, self.active)
             self._cond.notify_all()
 
     def _leave(self) -> None:

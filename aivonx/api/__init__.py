@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask import Flask
 
-from aivonx.api import api_keys, auth, nodes, operations, proxy_config, service, users
+from aivonx.api import api_keys, auth, logs, nodes, operations, proxy_config, service, stats, users
 from aivonx.api.common import ProblemSchema
 from aivonx.extensions import api
 from aivonx.version import __version__
 
-MODULES = (service, auth, nodes, proxy_config, operations, users, api_keys)
+MODULES = (service, auth, nodes, proxy_config, operations, stats, users, api_keys, logs)
 
 API_SETTINGS = {
     "API_TITLE": "aivonx management API",

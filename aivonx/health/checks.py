@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from aivonx.health.probe import ProbeResult, probe_node
-from aivonx.proxy.manager import ProxyManager
+from aivonx.proxy.manager import ProxyManager, ejected
 from aivonx.proxy.types import NodeSpec, NodeStatus
 from aivonx.proxy.upstream import Upstream
 
@@ -32,30 +32,57 @@ def due_nodes(manager: ProxyManager, now: float, slack: float = 0.0) -> list[Nod
         if status is None or status.checked_at is None:
             due.append(node)
             continue
-        interval = settings.health_interval if status.healthy else settings.standby_interval
-        if now + slack - status.checked_at >= interval:
+        if status.healthy:
+            due_at = status.checked_at + settings.health_interval
+        else:
+            # An ejected node is not probed before its ejection ends.
+            due_at = max(status.checked_at + settings.standby_interval, status.ejected_until or 0.0)
+        if now + slack >= due_at:
             due.append(node)
     return due
 
 
-def apply_probe(manager: ProxyManager, node: NodeSpec, result: ProbeResult, now: float) -> NodeStatus:
+def apply_probe(
+    manager: ProxyManager, node: NodeSpec, result: ProbeResult, now: float, *, readmit: bool = False
+) -> NodeStatus:
+    """Record a probe. A passing probe readmits a standby node unless its ejection lasts
+    longer (`readmit`: an operator asked, so it ends the ejection); a failing one ejects an
+    active node (the same doubling backoff as requests)."""
     previous = manager.status(node.id)
+    settings = manager.settings
+    seconds = 0.0
     if result.ok:
+        still_ejected = not readmit and not previous.healthy and (previous.ejected_until or 0.0) > now
+        healthy_since = previous.healthy_since if previous.healthy else now
+        # Steady for as long as the longest ejection: earlier ejections are forgiven.
+        steady = healthy_since is not None and now - healthy_since >= settings.ejection_max
         status = replace(
             previous,
-            healthy=True,
+            healthy=not still_ejected,
             latency_ms=result.latency_ms,
             version=result.version,
             models=result.models,
             loaded=result.loaded,
-            last_error=None,
+            last_error=previous.last_error if still_ejected else None,
             checked_at=now,
             models_at=now,
             changed_at=now,
+            failures=0,
+            ejections=0 if steady else previous.ejections,
+            healthy_since=None if still_ejected else healthy_since,
         )
-    else:
+    elif previous.healthy:
+        status, seconds = ejected(previous, settings, result.error or "probe failed", now)
         # Keep the model list: a model on a standby node answers 503, not 404.
-        status = replace(previous, healthy=False, last_error=result.error, checked_at=now, loaded=(), changed_at=now)
+        status = replace(status, checked_at=now, loaded=())
+    else:
+        status = replace(previous, last_error=result.error, checked_at=now, loaded=(), changed_at=now)
+    events = manager.events
+    events.publish("probe_finished", node, result.ok, (result.latency_ms or 0.0) / 1000)
+    if status.healthy and not previous.healthy:
+        events.publish("node_readmitted", node)
+    elif previous.healthy and not status.healthy:
+        events.publish("node_ejected", node, result.error or "probe failed", seconds)
     if status.healthy != previous.healthy and previous.checked_at is not None:
         log.info(
             "node %s moved to %s%s",
@@ -67,8 +94,10 @@ def apply_probe(manager: ProxyManager, node: NodeSpec, result: ProbeResult, now:
     return status
 
 
-def check_nodes(manager: ProxyManager, upstream: Upstream, nodes: Iterable[NodeSpec]) -> dict[int, NodeStatus]:
-    """Probe the nodes concurrently and record the results."""
+def check_nodes(
+    manager: ProxyManager, upstream: Upstream, nodes: Iterable[NodeSpec], *, readmit: bool = False
+) -> dict[int, NodeStatus]:
+    """Probe the nodes concurrently and record the results (`readmit`: see apply_probe)."""
     nodes = list(nodes)
     if not nodes:
         return {}
@@ -76,7 +105,10 @@ def check_nodes(manager: ProxyManager, upstream: Upstream, nodes: Iterable[NodeS
     started = time.time()  # a check counts from when it began, so intervals do not drift
     with ThreadPoolExecutor(max_workers=min(len(nodes), 32), thread_name_prefix="aivonx-probe") as pool:
         results = list(pool.map(lambda node: probe_node(upstream, node.base_url, timeout), nodes))
-    return {node.id: apply_probe(manager, node, result, started) for node, result in zip(nodes, results, strict=True)}
+    return {
+        node.id: apply_probe(manager, node, result, started, readmit=readmit)
+        for node, result in zip(nodes, results, strict=True)
+    }
 
 
 def health_tick(manager: ProxyManager, upstream: Upstream, tick: float = 1.0) -> int:

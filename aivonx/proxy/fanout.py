@@ -102,6 +102,7 @@ def merged_progress(
     on_success: Callable[[NodeSpec], None],
     what: str,
     tag_nodes: bool = False,
+    refusals: list[int] | None = None,
 ) -> Iterator[bytes]:
     """Relay every node's progress lines as they come; end with one `success` or one `error`.
 
@@ -109,6 +110,7 @@ def merged_progress(
     succeeded only when it succeeded everywhere. Closing the generator (client gone)
     closes the node streams, which cancels the work there. With `tag_nodes` every relayed
     line says which node it comes from (`"node": name`); Ollama clients get the lines untouched.
+    `refusals`, if given, collects the status of every node that refused with a 4xx.
     """
     lines: queue.Queue[Any] = queue.Queue()
     failures: list[str] = []
@@ -120,6 +122,8 @@ def merged_progress(
             response = upstream.send(node.base_url, "POST", path, body=body, headers=headers, timeout=timeout)
             with response:
                 if response.status_code >= 400:
+                    if refusals is not None and response.status_code < 500:
+                        refusals.append(response.status_code)
                     failures.append(f"{node.name}: {error_text(response.content, response.status_code)}")
                     return
                 for line in _lines(response.iter_content(chunk_size=None)):

@@ -128,7 +128,11 @@ class Forwarder:
                 self._failed(lease, response, describe(exc, settings.first_byte_timeout), failures, model)
                 continue
             exchange.failures = failures
+            if status < 500:
+                self.manager.mark_succeeded(node)
             if record is not None:
+                if lease.queued_s:
+                    record.queued_ms = round(lease.queued_s * 1000, 3)
                 record.node = node.name
                 record.first_byte()
                 record.bytes = len(exchange.first)

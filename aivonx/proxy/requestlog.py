@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from aivonx.proxy.events import EventBus
+
 log = logging.getLogger("aivonx.request")
 
 # The final NDJSON line is short; a larger tail is a body the log does not need to parse.
@@ -32,6 +34,7 @@ class RequestRecord:
     error: str | None = None
     bytes: int = 0
     first_byte_ms: float | None = None
+    queued_ms: float | None = None
     last_chunk: bytes = b""
     started: float = field(default_factory=time.perf_counter)
     logged: bool = False
@@ -54,6 +57,8 @@ class RequestRecord:
             "first_byte_ms": self.first_byte_ms,
             "bytes": self.bytes,
         }
+        if self.queued_ms is not None:
+            entry["queued_ms"] = self.queued_ms
         if self.error:
             entry["error"] = self.error
         entry.update(token_counts(self.last_chunk))
@@ -75,9 +80,13 @@ def token_counts(last_chunk: bytes) -> dict[str, Any]:
     return {"tokens": tokens, "tokens_per_s": rate}
 
 
-def emit(record: RequestRecord) -> None:
-    """Log the record once (the response may be closed by more than one party)."""
+def emit(record: RequestRecord, events: EventBus | None = None) -> None:
+    """Log the record once (the response may be closed by more than one party) and tell
+    the observers."""
     if record.logged:
         return
     record.logged = True
-    log.info("%s %s %s", record.method, record.route, record.status, extra={"request": record.as_log()})
+    entry = record.as_log()
+    log.info("%s %s %s", record.method, record.route, record.status, extra={"request": entry})
+    if events is not None:
+        events.publish("request_finished", entry)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -26,8 +28,9 @@ class State(Protocol):
     shared: bool
     generation: int
 
-    def incr(self, node_id: int) -> bool: ...
-    def decr(self, node_id: int, shared: bool) -> None: ...
+    def incr(self, node_id: int, limit: int = 0) -> bool: ...
+    def decr(self, node_id: int, announce: bool = False) -> None: ...
+    def watch_slots(self, callback: Callable[[], None]) -> None: ...
     def active_counts(self, node_ids: Iterable[int]) -> dict[int, int]: ...
     def statuses(self) -> dict[int, NodeStatus]: ...
     def put_status(self, status: NodeStatus) -> None: ...
@@ -47,14 +50,26 @@ class MemoryState:
         self._statuses: dict[int, NodeStatus] = {}
         self.generation = 0  # moves on every status change; the manager rebuilds its index then
 
-    def incr(self, node_id: int) -> bool:
+    def incr(self, node_id: int, limit: int = 0) -> bool:
+        """Count a request on the node unless that would pass `limit` (0: no limit)."""
         with self._lock:
+            if limit and self._active[node_id] >= limit:
+                return False
             self._active[node_id] += 1
-        return False
+        return True
 
-    def decr(self, node_id: int, shared: bool = False) -> None:
+    def decr(self, node_id: int, announce: bool = False) -> None:
         with self._lock:
             self._active[node_id] -= 1
+
+    def watch_slots(self, callback: Callable[[], None]) -> None:
+        # One process: the manager wakes its own queue on release.
+        pass
+
+    def counts(self) -> dict[int, int]:
+        """Every non-zero counter of this process."""
+        with self._lock:
+            return {node_id: count for node_id, count in self._active.items() if count}
 
     def active_counts(self, node_ids: Iterable[int]) -> dict[int, int]:
         active = self._active
@@ -75,8 +90,8 @@ class MemoryState:
 
     def forget_node(self, node_id: int) -> None:
         with self._lock:
+            # Counters stay: requests still in flight on the node release into them.
             self._statuses = {k: v for k, v in self._statuses.items() if k != node_id}
-            self._active.pop(node_id, None)
             self.generation += 1
 
     def refresh(self) -> bool:
@@ -88,26 +103,78 @@ class MemoryState:
         yield True
 
 
+# Sum of one node's counters over the live processes; a process whose lease key expired
+# (it crashed) is dropped from the set, and its counts with it.
+SUM_COUNTS = """
+local totals = {}
+for i = 1, #ARGV do totals[i] = 0 end
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', key) == 1 then
+    local values = redis.call('HMGET', key, unpack(ARGV))
+    for i = 1, #ARGV do
+      local n = tonumber(values[i]) or 0
+      if n > 0 then totals[i] = totals[i] + n end
+    end
+  else
+    redis.call('SREM', KEYS[1], key)
+  end
+end
+return totals
+"""
+
+# Count one request of this process on a node unless the node is at its limit (ARGV[2],
+# 0 for none) across all processes: check and increment in one atomic step.
+INCR_BELOW_LIMIT = """
+local node, limit, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+if limit > 0 then
+  local total = 0
+  for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    local n = tonumber(redis.call('HGET', key, node)) or 0
+    if n > 0 then total = total + n end
+  end
+  if total >= limit then return 0 end
+end
+redis.call('HINCRBY', KEYS[2], node, 1)
+redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('SADD', KEYS[1], KEYS[2])
+return 1
+"""
+
+
 class RedisState:
     """Counters and statuses in Redis, with this process's copy of the statuses.
 
-    When Redis fails, counting falls back to this process (and says so in the log);
-    decrements owed to Redis are kept and paid back when it answers again.
+    Active-request counters are kept per process: each process owns one Redis hash (node
+    id -> its requests in flight) under a lease that it renews every sync and that expires
+    when the process dies, so a crashed worker's requests stop counting. The process's own
+    counts are the truth: when Redis failed or lost the hash (restart), the next `refresh`
+    writes them back whole. Until then routing counts on this process alone.
     """
 
     shared = True
 
-    def __init__(self, client: Redis, prefix: str = "aivonx:") -> None:
+    def __init__(self, client: Redis, prefix: str = "aivonx:", lease_seconds: float = 15.0) -> None:
         self.client = client
         self.prefix = prefix
-        self._active_key = f"{prefix}active"
+        self._procs_key = f"{prefix}procs"
+        self._mine_key = f"{prefix}active:{uuid.uuid4().hex}"
+        self._lease_ms = int(lease_seconds * 1000)
+        self._slots_channel = f"{prefix}slots"
         self._status_key = f"{prefix}status"
         self._status_version_key = f"{prefix}status_version"
         self._local = MemoryState()
         self._seen_version: int | None = None
-        self._owed: defaultdict[int, int] = defaultdict(int)
-        self._owed_lock = threading.Lock()
         self._degraded = False
+        # Until this process's counts are written whole (at start, after a Redis failure),
+        # counting stays local; `_in_flight` counts Redis counter calls under way, which
+        # the whole write waits out so that none lands after its snapshot.
+        self._rewrite = True
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
+        self._sum_counts = client.register_script(SUM_COUNTS)
+        self._incr_below_limit = client.register_script(INCR_BELOW_LIMIT)
+        self._slot_callback: Callable[[], None] | None = None
+        self._listener: threading.Thread | None = None
 
     @property
     def generation(self) -> int:
@@ -117,39 +184,81 @@ class RedisState:
         if not self._degraded:
             log.warning("redis unavailable (%s): %s; using this process's state", what, exc)
         self._degraded = True
+        self._rewrite = True
 
-    def incr(self, node_id: int) -> bool:
+    def _counting_in_redis(self) -> bool:
+        with self._in_flight_lock:
+            if self._degraded or self._rewrite:
+                return False
+            self._in_flight += 1
+            return True
+
+    def _counted(self) -> None:
+        with self._in_flight_lock:
+            self._in_flight -= 1
+
+    def incr(self, node_id: int, limit: int = 0) -> bool:
+        if not self._counting_in_redis():
+            return self._local.incr(node_id, limit)
         try:
-            self.client.hincrby(self._active_key, str(node_id), 1)
+            counted = self._incr_below_limit(
+                keys=[self._procs_key, self._mine_key], args=[node_id, limit, self._lease_ms], client=self.client
+            )
+            if counted:
+                self._local.incr(node_id)
         except RedisError as exc:
             self._redis_failed("incr", exc)
-            self._local.incr(node_id)
-            return False
-        self._degraded = False
-        return True
+            return self._local.incr(node_id, limit)
+        finally:
+            self._counted()
+        return bool(counted)
 
-    def decr(self, node_id: int, shared: bool = True) -> None:
-        if not shared:
-            self._local.decr(node_id)
+    def decr(self, node_id: int, announce: bool = False) -> None:
+        self._local.decr(node_id)
+        if not self._counting_in_redis():
             return
         try:
-            self.client.hincrby(self._active_key, str(node_id), -1)
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.hincrby(self._mine_key, str(node_id), -1)
+                if announce:
+                    pipe.publish(self._slots_channel, node_id)
+                pipe.execute()
         except RedisError as exc:
             self._redis_failed("decr", exc)
-            with self._owed_lock:
-                self._owed[node_id] += 1
+        finally:
+            self._counted()
 
     def active_counts(self, node_ids: Iterable[int]) -> dict[int, int]:
         ids = list(node_ids)
-        local = self._local.active_counts(ids)
-        if not ids:
-            return local
+        if self._degraded or not ids:
+            return self._local.active_counts(ids)
         try:
-            values = self.client.hmget(self._active_key, [str(i) for i in ids])
+            values = self._sum_counts(keys=[self._procs_key], args=ids, client=self.client)
         except RedisError as exc:
             self._redis_failed("read counters", exc)
-            return local
-        return {i: int(v or 0) + local[i] for i, v in zip(ids, values, strict=True)}
+            return self._local.active_counts(ids)
+        return {i: int(v) for i, v in zip(ids, values, strict=True)}
+
+    def watch_slots(self, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever any process frees a slot on a node with a concurrency
+        limit. Started by the first queued request; later calls do nothing."""
+        if self._listener is not None:
+            return
+        self._slot_callback = callback
+        self._listener = threading.Thread(target=self._listen, name="aivonx-slots", daemon=True)
+        self._listener.start()
+
+    def _listen(self) -> None:
+        while True:
+            try:
+                pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(self._slots_channel)
+                while True:
+                    if pubsub.get_message(timeout=1.0) is not None and self._slot_callback is not None:
+                        self._slot_callback()
+            except Exception as exc:  # Redis gone: queued requests poll meanwhile
+                log.debug("slot announcements interrupted: %s", exc)
+                time.sleep(1.0)
 
     def statuses(self) -> dict[int, NodeStatus]:
         return self._local.statuses()
@@ -173,18 +282,24 @@ class RedisState:
         try:
             with self.client.pipeline() as pipe:
                 pipe.hdel(self._status_key, str(node_id))
-                pipe.hdel(self._active_key, str(node_id))
                 pipe.incr(self._status_version_key)
                 pipe.execute()
         except RedisError as exc:
             self._redis_failed("forget node", exc)
 
     def refresh(self) -> bool:
-        """Pay back owed decrements; reload statuses if another process changed them."""
+        """Renew this process's counter lease (writing its counts back whole when Redis
+        failed or forgot them); reload statuses if another process changed them."""
         try:
-            self._pay_owed()
+            self._renew_lease()
             version = int(self.client.get(self._status_version_key) or 0)
             if version == self._seen_version:
+                self._degraded = False
+                return False
+            if version == 0 and self._local.statuses():
+                # Redis restarted empty: what this process knows beats routing to nobody.
+                self._write_back_statuses()
+                self._degraded = False
                 return False
             raw = self.client.hgetall(self._status_key)
         except RedisError as exc:
@@ -199,21 +314,48 @@ class RedisState:
         self._local.replace_statuses(statuses)
         return True
 
-    def _pay_owed(self) -> None:
-        with self._owed_lock:
-            owed, self._owed = self._owed, defaultdict(int)
-        if not owed:
+    def _write_back_statuses(self) -> None:
+        statuses = self._local.statuses()
+        with self.client.pipeline() as pipe:
+            pipe.hset(self._status_key, mapping={str(k): json.dumps(v.to_json()) for k, v in statuses.items()})
+            pipe.incr(self._status_version_key)
+            _, self._seen_version = pipe.execute()
+        log.info("redis had no node statuses (restarted?); this process's %d written back", len(statuses))
+
+    def _renew_lease(self) -> None:
+        # A restarted Redis has lost the hash: `epoch` (set only by a whole write) is gone.
+        if not self._rewrite and self.client.hexists(self._mine_key, "epoch"):
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.pexpire(self._mine_key, self._lease_ms)
+                pipe.sadd(self._procs_key, self._mine_key)
+                pipe.execute()
             return
+        with self._in_flight_lock:
+            self._rewrite = True  # new counter calls stay local from here
+        deadline = time.monotonic() + 5.0
+        while self._in_flight and time.monotonic() < deadline:
+            time.sleep(0.001)
+        counts = self._local.counts()
+        with self.client.pipeline() as pipe:  # MULTI: the hash is never seen half written
+            pipe.delete(self._mine_key)
+            pipe.hset(self._mine_key, mapping={"epoch": 1, **{str(k): v for k, v in counts.items()}})
+            pipe.pexpire(self._mine_key, self._lease_ms)
+            pipe.sadd(self._procs_key, self._mine_key)
+            pipe.execute()
+        with self._in_flight_lock:
+            self._rewrite = False
+        if self._degraded:
+            log.info("redis answers again; this process's counters written back")
+
+    def release_lease(self) -> None:
+        """The process is stopping: its counters stop counting now, not when the lease expires."""
         try:
-            with self.client.pipeline() as pipe:
-                for node_id, count in owed.items():
-                    pipe.hincrby(self._active_key, str(node_id), -count)
+            with self.client.pipeline(transaction=False) as pipe:
+                pipe.delete(self._mine_key)
+                pipe.srem(self._procs_key, self._mine_key)
                 pipe.execute()
         except RedisError:
-            with self._owed_lock:
-                for node_id, count in owed.items():
-                    self._owed[node_id] += count
-            raise
+            pass
 
     @contextmanager
     def exclusive(self, name: str, ttl: float) -> Iterator[bool]:

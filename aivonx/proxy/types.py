@@ -39,6 +39,13 @@ class ProxySettings:
     forward_authorization: bool = False
     require_api_key: bool = False
     version: int = 0
+    # Process settings (AIVONX_* variables, not the database row): outlier ejection and the
+    # queue for nodes at their concurrency limit.
+    eject_after: int = 1
+    ejection_base: float = 5.0
+    ejection_max: float = 300.0
+    queue_size: int = 100
+    queue_timeout: float = 30.0
 
     @property
     def node_timeout(self) -> tuple[float, float]:
@@ -61,6 +68,12 @@ class NodeStatus:
     failed_at: float | None = None
     models_at: float | None = None
     changed_at: float = field(default_factory=time.time)
+    # Outlier ejection: failures in a row since the last success, ejections since the node
+    # was last steady, and until when the current ejection keeps it out of the active pool.
+    failures: int = 0
+    ejections: int = 0
+    ejected_until: float | None = None
+    healthy_since: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +88,10 @@ class NodeStatus:
             "failed_at": self.failed_at,
             "models_at": self.models_at,
             "changed_at": self.changed_at,
+            "failures": self.failures,
+            "ejections": self.ejections,
+            "ejected_until": self.ejected_until,
+            "healthy_since": self.healthy_since,
         }
 
     @classmethod
@@ -91,4 +108,9 @@ class NodeStatus:
             failed_at=data.get("failed_at"),
             models_at=data.get("models_at"),
             changed_at=data.get("changed_at") or 0.0,
+            # .get: statuses written by a process of an older version lack these.
+            failures=int(data.get("failures") or 0),
+            ejections=int(data.get("ejections") or 0),
+            ejected_until=data.get("ejected_until"),
+            healthy_since=data.get("healthy_since"),
         )

@@ -34,17 +34,33 @@ def runtime() -> Runtime:
     return rt
 
 
+# Fields the proxy reads itself (or that decide how the answer is framed) are checked here,
+# as Ollama would; everything else is the node's to judge.
+CHECKED_FIELDS: tuple[tuple[str, type | tuple[type, ...], str], ...] = (
+    ("stream", bool, "true or false"),
+    ("messages", list, "an array"),
+    ("options", dict, "an object"),
+)
+
+
 def json_body(model_fields: Sequence[str] = ("model",), *, model_required: bool = True) -> tuple[bytes, dict, str]:
     """The raw body (forwarded untouched), its parsed form, and the model it names."""
     body = request.get_data(cache=False)
-    if not body.strip():
+    if not body or body.isspace():
         raise BadRequest("missing request body")
     try:
-        payload = json.loads(body)
-    except ValueError as exc:  # also non-UTF-8 bytes
+        # Decoded first: json.loads(bytes) would also take UTF-16/32 and encoded surrogates.
+        payload = json.loads(body.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError is one too
         raise BadRequest(f"invalid JSON body: {exc}") from None
+    except RecursionError:
+        raise BadRequest("invalid JSON body: nested too deeply") from None
     if not isinstance(payload, dict):
         raise BadRequest("request body must be a JSON object")
+    for field, kind, noun in CHECKED_FIELDS:
+        value = payload.get(field)
+        if value is not None and not isinstance(value, kind):
+            raise BadRequest(f"{field} must be {noun}")
     model = next((payload[f] for f in model_fields if payload.get(f) not in (None, "")), None)
     if model is None and model_required:
         raise BadRequest("model is required")
@@ -90,6 +106,7 @@ def streaming_requested(payload: dict[str, Any]) -> bool:
 def progress_response(
     rt: Runtime, nodes: list[NodeSpec], body: bytes, payload: dict, what: str, on_success: Callable[[NodeSpec], None]
 ) -> Response:
+    refusals: list[int] = []
     stream = fanout.merged_progress(
         rt.upstream,
         nodes,
@@ -99,14 +116,20 @@ def progress_response(
         timeout=rt.manager.settings.node_timeout,
         on_success=on_success,
         what=what,
+        refusals=refusals,
     )
     if streaming_requested(payload):
         response = Response(stream, mimetype=NDJSON)
         response.headers["X-Accel-Buffering"] = "no"
         return response
     *_, last = stream  # without streaming only the final line matters
-    outcome = json.loads(last)
-    return Response(last, status=502 if "error" in outcome else 200, mimetype="application/json")
+    if "error" not in json.loads(last):
+        status = 200
+    elif len(refusals) == len(nodes):
+        status = min(refusals)  # every node refused the request itself: the client's error
+    else:
+        status = 502
+    return Response(last, status=status, mimetype="application/json")
 
 
 def active_nodes(rt: Runtime) -> list[NodeSpec]:
@@ -151,7 +174,8 @@ def finish_request_record(response: Response) -> Response:
     """Log the request when its response is closed: after the last byte, or the client left."""
     record: RequestRecord = g.request_record
     record.status = response.status_code
-    response.call_on_close(lambda: emit(record))
+    events = runtime().manager.events
+    response.call_on_close(lambda: emit(record, events))
     return response
 
 

@@ -18,6 +18,9 @@ from aivonx.runtime import get_runtime
         (b'{"model": 42}', 400, "model must be a string"),
         (b'{"model": "ghost"}', 404, "model 'ghost' not found"),
         (b'{"model": "llama3", "prompt": "\xff\xfe"}', 400, "invalid JSON body"),
+        (b'{"model": "llama3", "stream": "yes"}', 400, "stream must be true or false"),
+        (b'{"model": "llama3", "messages": {"role": "user"}}', 400, "messages must be an array"),
+        (b'{"model": "llama3", "options": [1]}', 400, "options must be an object"),
     ],
 )
 @pytest.mark.parametrize("route", ["/api/generate", "/api/chat", "/api/embed", "/api/show"])
@@ -44,6 +47,22 @@ def test_oversized_body_is_413_not_a_crash(make_proxy, fake_nodes):
     assert response.json() == {"error": "request body too large"}
     # The worker is fine afterwards.
     assert requests.post(proxy.url + "/api/generate", json={"model": "llama3", "prompt": "x", "stream": False}).ok
+
+
+def test_unknown_fields_pass_through_and_huge_messages_arrays_are_fine_or_413(make_proxy, fake_nodes):
+    proxy = make_proxy(fake_nodes(), MAX_CONTENT_LENGTH=256 * 1024)
+    # Ollama ignores fields it does not know; so does the proxy (the node judges).
+    response = requests.post(
+        proxy.url + "/api/chat",
+        json={"model": "llama3", "messages": [{"role": "user", "content": "x"}], "stream": False, "frobnicate": 1},
+    )
+    assert response.status_code == 200
+    many = [{"role": "user", "content": "x"}] * 5000
+    response = requests.post(proxy.url + "/api/chat", json={"model": "llama3", "messages": many, "stream": False})
+    assert response.status_code == 200
+    too_many = [{"role": "user", "content": "x" * 100}] * 5000
+    response = requests.post(proxy.url + "/api/chat", json={"model": "llama3", "messages": too_many})
+    assert response.status_code == 413 and response.json() == {"error": "request body too large"}
 
 
 def test_unknown_route_and_wrong_method(proxy):

@@ -32,8 +32,11 @@ def test_gunicorn_gevent_serves_streams_incrementally_and_fails_over(gunicorn_pr
         assert client.chat(model="llama3", messages=[{"role": "user", "content": "x"}]).message.content
     assert requests.get(url + "/api/version").json()["version"] == "0.6.5"
     if BACKEND == "postgres":
-        counters = redis.Redis.from_url(REDIS_URL).hgetall(f"{redis_prefix}active")
-        assert counters and all(int(v) == 0 for v in counters.values())
+        # Every worker's counter hash (their leases are live): all back to 0.
+        client = redis.Redis.from_url(REDIS_URL)
+        hashes = [client.hgetall(key) for key in client.smembers(f"{redis_prefix}procs")]
+        assert len(hashes) == 2 and all(h[b"epoch"] for h in hashes)
+        assert all(int(v) == 0 for h in hashes for k, v in h.items() if k != b"epoch")
 
 
 def test_gunicorn_releases_and_cancels_when_the_client_disconnects(gunicorn_proxy, two_nodes):

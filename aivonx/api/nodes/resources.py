@@ -86,7 +86,7 @@ def applied(node: Node, *, new_server: bool = False, probe: bool = False) -> dic
     if new_server:
         rt.manager.state.put_status(NodeStatus(node_id=node.id))
     if (probe or new_server) and node.enabled:
-        rt.check_now([store.node_spec(node)])
+        rt.check_now([store.node_spec(node)], readmit=True)
     return node_views([node], rt)[0]
 
 
@@ -186,5 +186,5 @@ class CheckNode(MethodView):
         """Probe the node now (also a disabled one, which stays disabled) and answer its state."""
         node = node_or_404(node_id)
         rt = proxy_runtime()
-        rt.check_now([store.node_spec(node)])
+        rt.check_now([store.node_spec(node)], readmit=True)
         return node_views([node], rt)[0]

@@ -47,11 +47,16 @@ class Readiness(MethodView):
     @blp.response(200, ReadinessSchema)
     @blp.alt_response(503, schema=ReadinessSchema, description="Not ready: `detail` says why")
     def get(self) -> tuple[dict[str, Any], int]:
-        """Readiness: the database answers and at least one node is active."""
+        """Readiness: the configuration is loaded, a node is active and the process is not
+        stopping. A database outage is reported but does not make an instance that already
+        has its configuration unready: it goes on proxying from memory."""
+        runtime = proxy_runtime()
         database = database_ok()
-        active_nodes = len(proxy_runtime().manager.active_nodes())
+        active_nodes = len(runtime.manager.active_nodes())
         problems = []
-        if not database:
+        if runtime.draining:
+            problems.append("shutting down")
+        if not database and not runtime.loaded:
             problems.append("database unavailable")
         if not active_nodes:
             problems.append("no active node")

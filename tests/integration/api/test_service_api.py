@@ -38,7 +38,7 @@ def test_ready_only_with_an_active_node(make_proxy, fake_nodes):
     assert client.get("/api/ready").status_code == 503
 
 
-def test_not_ready_when_the_database_does_not_answer(app, client, fake_nodes, monkeypatch, caplog):
+def test_readiness_when_the_database_does_not_answer(app, client, fake_nodes, monkeypatch, caplog):
     proxy_runtime = get_runtime(app)
     with app.app_context():
         from aivonx import store
@@ -51,6 +51,18 @@ def test_not_ready_when_the_database_does_not_answer(app, client, fake_nodes, mo
         raise OperationalError("SELECT 1", {}, ConnectionRefusedError("db.internal:5432 refused"))
 
     monkeypatch.setattr(db.session, "execute", unreachable)
+    # The configuration is in memory: the instance goes on proxying, so it stays ready.
+    response = client.get("/api/ready")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ready", "database": "unavailable", "active_nodes": 1}
+    # The reason goes to the log, not to whoever asks without credentials.
+    assert "db.internal" in caplog.text and "db.internal" not in response.get_data(as_text=True)
+
+    # An instance that never loaded its configuration cannot proxy: not ready.
+    from aivonx import store
+
+    monkeypatch.setattr(store, "current_version", unreachable)
+    proxy_runtime.loaded_version = None
     response = client.get("/api/ready")
     assert response.status_code == 503
     assert response.get_json() == {
@@ -59,8 +71,20 @@ def test_not_ready_when_the_database_does_not_answer(app, client, fake_nodes, mo
         "active_nodes": 1,
         "detail": "database unavailable",
     }
-    # The reason goes to the log, not to whoever asks without credentials.
-    assert "db.internal" in caplog.text and "db.internal" not in response.get_data(as_text=True)
+
+
+def test_not_ready_while_draining(app, client, fake_nodes):
+    proxy_runtime = get_runtime(app)
+    with app.app_context():
+        from aivonx import store
+
+        store.add_node(fake_nodes().url)
+    proxy_runtime.sync(force=True)
+    proxy_runtime.check_now()
+    assert client.get("/api/ready").status_code == 200
+    proxy_runtime.draining = True
+    response = client.get("/api/ready")
+    assert response.status_code == 503 and response.get_json()["detail"] == "shutting down"
 
 
 def test_info_says_what_runs(client, login, monkeypatch):

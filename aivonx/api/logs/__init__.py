@@ -1,0 +1,3 @@
+from aivonx.api.logs.resources import blp
+
+__all__ = ["blp"]

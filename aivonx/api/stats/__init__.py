@@ -1,0 +1,3 @@
+from aivonx.api.stats.resources import blp
+
+__all__ = ["blp"]

@@ -223,6 +223,9 @@ def test_queue_length_and_wait(make_proxy, fake_nodes):
     second.join(30)
     assert waiting and waiting[0].status_code == 200
 
+    # The stream's record is written when the server closes its response, a moment after
+    # the client read its last byte.
+    wait_until(lambda: scrape(proxy.url).value("aivonx_requests_total", status="200") == 2)
     result = scrape(proxy.url)
     assert result.value("aivonx_queue_length") == 0
     assert result.value("aivonx_queue_wait_seconds_count", outcome="served") == 1

@@ -73,6 +73,12 @@ class ProxyManager:
         self.events = EventBus()
         self._nodes: dict[int, NodeSpec] = {}
         self._index: dict[str, tuple[int, ...]] = {}
+        # Per model, the healthy nodes that have it: what every acquire starts from, built
+        # with the index so that picking a node does not walk the whole fleet each time.
+        self._healthy: dict[str, tuple[NodeSpec, ...]] = {}
+        # Whether any node has a concurrency limit / nodes differ in priority (else skipped).
+        self._limited = False
+        self._tiered = False
         self._indexed: tuple[int, int] | None = None
         self._config_serial = 0
         self._lock = threading.Lock()
@@ -91,6 +97,8 @@ class ProxyManager:
             removed = set(self._nodes) - set(nodes_by_id)
             self.settings = settings
             self._nodes = nodes_by_id
+            self._limited = any(node.max_concurrent for node in nodes_by_id.values())
+            self._tiered = len({node.priority for node in nodes_by_id.values()}) > 1
             self._config_serial += 1
         for node_id in removed:
             self.state.forget_node(node_id)
@@ -120,13 +128,21 @@ class ProxyManager:
         stamp = (self.state.generation, self._config_serial)
         if stamp != self._indexed:
             index: dict[str, list[int]] = {}
+            healthy: dict[str, list[NodeSpec]] = {}
             statuses = self.state.statuses()
             for node in self._nodes.values():
                 status = statuses.get(node.id)
                 if not node.enabled or status is None:
                     continue
                 for entry in status.models:
-                    index.setdefault(model_key(entry), []).append(node.id)
+                    key = model_key(entry)
+                    ids = index.setdefault(key, [])
+                    if ids and ids[-1] == node.id:
+                        continue  # the node lists the model twice (`llama3` and `llama3:latest`)
+                    ids.append(node.id)
+                    if status.healthy:
+                        healthy.setdefault(key, []).append(node)
+            self._healthy = {model: tuple(nodes) for model, nodes in healthy.items()}
             self._index = {model: tuple(ids) for model, ids in index.items()}
             self._indexed = stamp
         return self._index
@@ -138,12 +154,11 @@ class ProxyManager:
 
     def active_holders(self, model: str, exclude: Collection[int] = ()) -> list[NodeSpec]:
         """Healthy nodes that have the model, leaving out the ids in `exclude`."""
-        statuses = self.state.statuses()
-        return [
-            node
-            for node in self.holders(model)
-            if node.id not in exclude and (status := statuses.get(node.id)) is not None and status.healthy
-        ]
+        self._current_index()
+        healthy = self._healthy.get(normalize_model(model), ())
+        if exclude:
+            return [node for node in healthy if node.id not in exclude]
+        return list(healthy)
 
     def require_active_holders(self, model: str, exclude: Collection[int] = ()) -> list[NodeSpec]:
         """`active_holders`, or ModelNotFound (no enabled node has it) / NoHealthyNode (none can serve)."""
@@ -195,10 +210,16 @@ class ProxyManager:
             counts = {healthy[0].id: 0}
         else:
             counts = self.state.active_counts(node.id for node in healthy)
-        free = [n for n in healthy if not n.max_concurrent or counts[n.id] < n.max_concurrent]
+        if self._limited:
+            free = [n for n in healthy if not n.max_concurrent or counts[n.id] < n.max_concurrent]
+        else:
+            free = healthy
         while free:
-            best = min(node.priority for node in free)
-            tier = [node for node in free if node.priority == best]
+            if self._tiered:
+                best = min(node.priority for node in free)
+                tier = [node for node in free if node.priority == best]
+            else:
+                tier = free
             node = choose(tier, counts, self.state.statuses())
             # The count may have moved since it was read; the increment checks the limit again.
             if self.state.incr(node.id, node.max_concurrent):

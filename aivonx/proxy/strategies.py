@@ -28,9 +28,16 @@ def least_active(
     candidates: Sequence[NodeSpec], counts: Mapping[int, int], statuses: Mapping[int, NodeStatus]
 ) -> NodeSpec:
     """Fewest active requests per unit of weight; ties take turns."""
-    loads = [counts.get(node.id, 0) / max(node.weight, 1) for node in candidates]
-    lowest = min(loads)
-    return _take_turn([node for node, load in zip(candidates, loads, strict=True) if load == lowest])
+    # One pass: this runs on every request, over every healthy node with the model.
+    lowest = math.inf
+    tied: list[NodeSpec] = []
+    for node in candidates:
+        load = counts.get(node.id, 0) / (node.weight if node.weight > 1 else 1)
+        if load < lowest:
+            lowest, tied = load, [node]
+        elif load == lowest:
+            tied.append(node)
+    return _take_turn(tied)
 
 
 def lowest_latency(

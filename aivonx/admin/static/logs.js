@@ -63,7 +63,7 @@
   }
 
   function count() {
-    document.getElementById("log-count").textContent = shown ? `${shown} entries shown` : "No entry matches.";
+    document.getElementById("log-count").textContent = shown ? `${shown} ${shown === 1 ? "entry" : "entries"} shown` : "No entry matches.";
   }
 
   async function search(event) {

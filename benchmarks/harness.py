@@ -11,7 +11,9 @@ each path in the same run:
 3. streaming: time to the first line and per-chunk delay (node stamp to client arrival),
    the node writing a chunk every 5 ms;
 4. thousands of concurrent long streams through one worker: completions and worker memory;
-5. the cost as the fleet grows (3, 30, 300 nodes registered).
+5. the cost as the fleet grows (3, 30, 300 nodes registered);
+6. with `--redis URL` only: throughput with 1 and 2 workers sharing that Redis (production
+   mode's state), to show what a second worker adds on this machine.
 
 Plain requests are sent by wrk (with `wrk_post.lua`), streams by `benchmarks.client`
 (asyncio, raw sockets); both run as their own processes, whose CPU time is reported so a
@@ -577,7 +579,31 @@ def hold_streams(h: Harness, url: str, pid: int, sizes: Sizes) -> dict[str, Any]
 # -- the run -------------------------------------------------------------------------------
 
 
-def run(sizes: Sizes, *, install: bool, nginx: bool, generator: str) -> dict[str, Any]:
+def scale_workers(h: Harness, direct_url: str, redis_url: str, sizes: Sizes, watch: Any) -> dict[str, Any]:
+    """Throughput at the first concurrency with 1, then 2 workers sharing Redis, one proxy at a time."""
+    import redis
+
+    concurrency = sizes.concurrency[0]
+    out: dict[str, Any] = {}
+    for workers in (1, 2):
+        prefix = f"aivonx-bench-{secrets.token_hex(6)}:"
+        env = {"AIVONX_WORKERS": str(workers), "AIVONX_REDIS_URL": redis_url, "AIVONX_REDIS_PREFIX": prefix}
+        proxy = h.start_proxy(sizes.nodes, f"redis{workers}", env)
+        try:
+            targets = {"direct": direct_url, "aivonx": proxy.url + "/api/generate"}
+            rows = throughput(h, targets, concurrency, sizes.throughput_seconds, sizes.warmup_seconds, watch(proxy))
+        finally:
+            h.stop_proxy(proxy)
+            client = redis.Redis.from_url(redis_url)
+            keys = list(client.scan_iter(f"{prefix}*"))
+            if keys:
+                client.delete(*keys)
+            client.close()
+        out[str(workers)] = rows
+    return out
+
+
+def run(sizes: Sizes, *, install: bool, nginx: bool, generator: str, redis_url: str | None = None) -> dict[str, Any]:
     needed = nginx or generator != "python"
     tools = ensure_tools(install and needed)
     use_wrk = generator == "wrk" or (generator == "auto" and tools["wrk"])
@@ -666,6 +692,10 @@ def run(sizes: Sizes, *, install: bool, nginx: bool, generator: str) -> dict[str
                 row[name][f"p99_ms_c{sizes.fleet_concurrency}"] = tput[name]["p99_ms"]
             report["fleet"][str(count)] = row
         h.stop_proxy(proxy)
+
+        if redis_url:
+            progress("6. 1 and 2 workers sharing Redis")
+            report["workers"] = scale_workers(h, h.node_urls(1)[0] + path, redis_url, sizes, watch)
 
         progress(f"4. {sizes.hold_streams} concurrent streams through one worker")
         # gunicorn's worker_connections (default 1000) caps concurrent connections per worker.
@@ -782,6 +812,20 @@ def table(report: dict[str, Any]) -> str:
             a50 = f"{row['added_p50_ms']:+.3f}" if "added_p50_ms" in row else ""
             add(f"   {count:>5} {name:<8} {row['p50_ms']:>8.3f} {row['p99_ms']:>8.3f} {a50:>10} "
                 f"{row[f'req_per_s_c{c}']:>10.0f} {row[f'p99_ms_c{c}']:>9.2f}")  # fmt: skip
+    if "workers" in report:
+        add("")
+        add(f"6. throughput at concurrency {s['concurrency'][0]}, workers sharing Redis "
+            "(CPU % of one core: generator / node process / worker 1 / worker 2)")  # fmt: skip
+        add(f"   {'workers':>7} {'path':<8} {'req/s':>9} {'vs direct':>9} {'p50 ms':>8} {'p99 ms':>8} "
+            f"{'errors':>7}  cpu %")  # fmt: skip
+        for workers, rows in report["workers"].items():
+            for name, row in rows.items():
+                cpu = row["cpu_percent"]
+                keys = ("generator", "node", "aivonx_worker0", "aivonx_worker1")
+                cpus = "/".join(str(round(cpu.get(k, 0))) for k in keys)
+                ratio = f"{row['ratio_to_direct']:.2f}" if "ratio_to_direct" in row else ""
+                add(f"   {workers:>7} {name:<8} {row['req_per_s']:>9.0f} {ratio:>9} {row['p50_ms']:>8.2f} "
+                    f"{row['p99_ms']:>8.2f} {sum(row['errors'].values()):>7}  {cpus}")  # fmt: skip
     add("")
     add("targets (moonshots):")
     for key, v in report["verdict"].items():
@@ -810,6 +854,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for name in floats.split():
         parser.add_argument("--" + name.replace("_", "-"), type=float)
     parser.add_argument("--concurrency", help="comma-separated, e.g. 64,256")
+    parser.add_argument("--redis", metavar="URL", help="also measure 1 and 2 workers sharing this Redis (scenario 6)")
     parser.add_argument("--fleet", help="comma-separated fleet sizes, e.g. 3,30,300")
     return parser.parse_args(argv)
 
@@ -841,6 +886,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             install=not (args.no_install or args.quick),
             nginx=not args.no_nginx,
             generator=args.generator,
+            redis_url=args.redis,
         )
     except KeyboardInterrupt:
         print("interrupted; every process the benchmark started was stopped", file=sys.stderr)

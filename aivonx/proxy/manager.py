@@ -17,7 +17,7 @@ from aivonx.proxy.errors import ModelNotFound, NoHealthyNode
 from aivonx.proxy.events import EventBus
 from aivonx.proxy.names import normalize_model
 from aivonx.proxy.state import State
-from aivonx.proxy.strategies import STRATEGIES
+from aivonx.proxy.strategies import STRATEGIES, next_turn
 from aivonx.proxy.types import ACTIVE, DISABLED, STANDBY, NodeSpec, NodeStatus, ProxySettings
 
 
@@ -204,7 +204,13 @@ class ProxyManager:
 
     def _acquire_now(self, model: str, exclude: Collection[int]) -> Lease:
         healthy = self.require_active_holders(model, exclude)
-        choose = STRATEGIES.get(self.settings.strategy, STRATEGIES["least_active"])
+        if self.settings.strategy not in STRATEGIES or self.settings.strategy == "least_active":
+            # The default: the state picks and counts in one step (one Redis round trip).
+            node = self.state.incr_least_active(healthy, next_turn())
+            if node is None:
+                raise NodesBusy(f"every node with model '{model}' is busy", retry_after=1)
+            return Lease(node=node)
+        choose = STRATEGIES[self.settings.strategy]
         # A lone candidate without a limit needs no counts (a Redis round trip saved).
         if len(healthy) == 1 and not healthy[0].max_concurrent:
             counts = {healthy[0].id: 0}

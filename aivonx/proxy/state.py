@@ -13,13 +13,14 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Protocol
 
 from redis import Redis, RedisError
 
-from aivonx.proxy.types import NodeStatus
+from aivonx.proxy.strategies import pick_least_active
+from aivonx.proxy.types import NodeSpec, NodeStatus
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class State(Protocol):
     generation: int
 
     def incr(self, node_id: int, limit: int = 0) -> bool: ...
+    def incr_least_active(self, candidates: Sequence[NodeSpec], turn: int) -> NodeSpec | None: ...
     def decr(self, node_id: int, announce: bool = False) -> None: ...
     def watch_slots(self, callback: Callable[[], None]) -> None: ...
     def active_counts(self, node_ids: Iterable[int]) -> dict[int, int]: ...
@@ -57,6 +59,14 @@ class MemoryState:
                 return False
             self._active[node_id] += 1
         return True
+
+    def incr_least_active(self, candidates: Sequence[NodeSpec], turn: int) -> NodeSpec | None:
+        """Pick by `strategies.pick_least_active` and count the request on it, atomically."""
+        with self._lock:
+            node = pick_least_active(candidates, self._active, turn)
+            if node is not None:
+                self._active[node.id] += 1
+        return node
 
     def decr(self, node_id: int, announce: bool = False) -> None:
         with self._lock:
@@ -140,6 +150,40 @@ redis.call('SADD', KEYS[1], KEYS[2])
 return 1
 """
 
+# strategies.pick_least_active over the counts of all live processes, then count the request
+# of this process on the chosen node: one atomic step. ARGV: lease ms, turn, then per
+# candidate its id, weight, limit (0: none) and priority. Returns the id, or nil when all are full.
+PICK_LEAST_ACTIVE = """
+local ttl, turn = tonumber(ARGV[1]), tonumber(ARGV[2])
+local live = {}
+for _, key in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', key) == 1 then live[#live + 1] = key else redis.call('SREM', KEYS[1], key) end
+end
+local best_priority, best_load, tied = nil, nil, {}
+for i = 3, #ARGV, 4 do
+  local node, weight, limit, priority = ARGV[i], tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local active = 0
+  for _, key in ipairs(live) do
+    local n = tonumber(redis.call('HGET', key, node)) or 0
+    if n > 0 then active = active + n end
+  end
+  if limit == 0 or active < limit then
+    local load = active / weight
+    if best_priority == nil or priority < best_priority or (priority == best_priority and load < best_load) then
+      best_priority, best_load, tied = priority, load, {node}
+    elseif priority == best_priority and load == best_load then
+      tied[#tied + 1] = node
+    end
+  end
+end
+if #tied == 0 then return false end
+local chosen = tied[(turn % #tied) + 1]
+redis.call('HINCRBY', KEYS[2], chosen, 1)
+redis.call('PEXPIRE', KEYS[2], ttl)
+redis.call('SADD', KEYS[1], KEYS[2])
+return chosen
+"""
+
 
 class RedisState:
     """Counters and statuses in Redis, with this process's copy of the statuses.
@@ -173,6 +217,7 @@ class RedisState:
         self._in_flight_lock = threading.Lock()
         self._sum_counts = client.register_script(SUM_COUNTS)
         self._incr_below_limit = client.register_script(INCR_BELOW_LIMIT)
+        self._pick_least_active = client.register_script(PICK_LEAST_ACTIVE)
         self._slot_callback: Callable[[], None] | None = None
         self._listener: threading.Thread | None = None
 
@@ -212,6 +257,25 @@ class RedisState:
         finally:
             self._counted()
         return bool(counted)
+
+    def incr_least_active(self, candidates: Sequence[NodeSpec], turn: int) -> NodeSpec | None:
+        if not self._counting_in_redis():
+            return self._local.incr_least_active(candidates, turn)
+        args: list[int] = [self._lease_ms, turn]
+        for node in candidates:
+            args += (node.id, max(node.weight, 1), node.max_concurrent, node.priority)
+        try:
+            chosen = self._pick_least_active(keys=[self._procs_key, self._mine_key], args=args, client=self.client)
+            if chosen is None:
+                return None
+            node_id = int(chosen)
+            self._local.incr(node_id)
+        except RedisError as exc:
+            self._redis_failed("incr", exc)
+            return self._local.incr_least_active(candidates, turn)
+        finally:
+            self._counted()
+        return next(node for node in candidates if node.id == node_id)
 
     def decr(self, node_id: int, announce: bool = False) -> None:
         self._local.decr(node_id)

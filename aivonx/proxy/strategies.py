@@ -18,10 +18,38 @@ Strategy = Callable[[Sequence[NodeSpec], Mapping[int, int], Mapping[int, NodeSta
 _turn = itertools.count()
 
 
+def next_turn() -> int:
+    return next(_turn)
+
+
 def _take_turn(nodes: Sequence[NodeSpec]) -> NodeSpec:
     if len(nodes) == 1:
         return nodes[0]
     return nodes[next(_turn) % len(nodes)]
+
+
+def pick_least_active(candidates: Sequence[NodeSpec], counts: Mapping[int, int], turn: int) -> NodeSpec | None:
+    """The whole least_active decision in one pass: among nodes below their concurrency
+    limit, the best (lowest) priority tier, then the fewest active requests per unit of
+    weight; ties go by `turn`. None when every candidate is full.
+
+    RedisState runs the same decision as a Lua script (state.PICK_LEAST_ACTIVE), so that
+    reading the counts and counting the request are one atomic step and one round trip.
+    """
+    best: tuple[int, float] | None = None
+    tied: list[NodeSpec] = []
+    for node in candidates:
+        active = counts.get(node.id, 0)
+        if node.max_concurrent and active >= node.max_concurrent:
+            continue
+        rank = (node.priority, active / (node.weight if node.weight > 1 else 1))
+        if best is None or rank < best:
+            best, tied = rank, [node]
+        elif rank == best:
+            tied.append(node)
+    if not tied:
+        return None
+    return tied[turn % len(tied)]
 
 
 def least_active(

@@ -8,7 +8,7 @@ import redis
 
 from aivonx.extensions import connect_redis
 from aivonx.proxy.state import MemoryState, RedisState
-from aivonx.proxy.types import NodeStatus
+from aivonx.proxy.types import NodeSpec, NodeStatus
 from tests.conftest import REDIS_URL
 
 
@@ -52,6 +52,39 @@ def test_the_limit_holds_across_processes(redis_prefix):
     assert second.incr(3, limit=2)
     assert first.incr(3)  # no limit: always counted
     assert first.active_counts([3]) == {3: 3}
+
+
+def spec(node_id: int, **fields) -> NodeSpec:
+    return NodeSpec(id=node_id, name=f"n{node_id}", base_url=f"http://127.0.0.1:{11000 + node_id}", **fields)
+
+
+def test_pick_and_count_in_one_step(state):
+    """incr_least_active: below the limit, best priority tier, least load per weight, ties by turn."""
+    fast, slow, spare = spec(1, weight=2, max_concurrent=3), spec(2), spec(3, priority=1)
+    nodes = [fast, slow, spare]
+    picked = [state.incr_least_active(nodes, turn).id for turn in range(5)]
+    # Loads per weight: 1 (weight 2) takes two for each one 2 takes, until 1 is at its limit.
+    assert sorted(picked) == [1, 1, 1, 2, 2]
+    assert state.active_counts([1, 2, 3]) == {1: 3, 2: 2, 3: 0}
+    # The better tier is busy but not full: the worse tier (priority 1) still waits.
+    assert state.incr_least_active(nodes, 0).id == 2
+    state.decr(1)
+    assert state.incr_least_active([fast], 0).id == 1
+    assert state.incr_least_active([fast], 0) is None  # full: nothing counted
+    assert state.active_counts([1]) == {1: 3}
+    # Ties take turns.
+    assert {state.incr_least_active([spec(4), spec(5)], turn).id for turn in (0, 1)} == {4, 5}
+
+
+def test_the_pick_sees_every_process(redis_prefix):
+    first, second = redis_state(redis_prefix), redis_state(redis_prefix)
+    nodes = [spec(1, max_concurrent=1), spec(2)]
+    assert first.incr_least_active(nodes, 0).id == 1
+    assert second.incr_least_active(nodes, 0).id == 2  # 1 is full through the first process
+    assert second.incr_least_active([nodes[0]], 0) is None
+    assert first.active_counts([1, 2]) == {1: 1, 2: 1}
+    first.decr(1)
+    assert second.incr_least_active(nodes, 0).id == 1
 
 
 def test_statuses_are_shared_between_processes(redis_prefix):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hmac
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, request
@@ -240,24 +240,12 @@ class RuntimeCollector(Collector):
                 pool.add_metric((node.name, name), 1.0 if name == current else 0.0)
         yield active
         yield pool
-        yield from queue_length_metrics(manager)
+        yield GaugeMetricFamily(
+            "aivonx_queue_length", "Requests waiting for a free slot in this worker", value=manager.queue_length
+        )
         info = GaugeMetricFamily("aivonx_build_info", "aivonx version (always 1)", labels=("version",))
         info.add_metric((__version__,), 1.0)
         yield info
-
-
-def queue_length_metrics(manager: Any) -> Iterator[Metric]:
-    """`aivonx_queue_length` from the manager's `queue_length` (a number, a mapping model ->
-    number, or a method returning either); 0 when the manager has no queue."""
-    source = getattr(manager, "queue_length", None)
-    value = source() if callable(source) else source
-    if isinstance(value, Mapping):
-        family = GaugeMetricFamily("aivonx_queue_length", "Requests waiting for a free slot", labels=("model",))
-        for model, waiting in value.items():
-            family.add_metric((str(model),), float(waiting))
-    else:
-        family = GaugeMetricFamily("aivonx_queue_length", "Requests waiting for a free slot", value=float(value or 0))
-    yield family
 
 
 class WorkerFiles(Collector):

@@ -15,7 +15,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from redis import Redis, RedisError
 
@@ -23,6 +23,8 @@ from aivonx.proxy.strategies import pick_least_active
 from aivonx.proxy.types import NodeSpec, NodeStatus
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class State(Protocol):
@@ -242,40 +244,42 @@ class RedisState:
         with self._in_flight_lock:
             self._in_flight -= 1
 
-    def incr(self, node_id: int, limit: int = 0) -> bool:
+    def _count(self, in_redis: Callable[[], T], locally: Callable[[], T]) -> T:
+        """A counting call in Redis, or on this process's counts while Redis does not count
+        (degraded, or the counts are being written back whole) or fails now."""
         if not self._counting_in_redis():
-            return self._local.incr(node_id, limit)
+            return locally()
         try:
-            counted = self._incr_below_limit(
-                keys=[self._procs_key, self._mine_key], args=[node_id, limit, self._lease_ms], client=self.client
-            )
-            if counted:
-                self._local.incr(node_id)
+            return in_redis()
         except RedisError as exc:
             self._redis_failed("incr", exc)
-            return self._local.incr(node_id, limit)
+            return locally()
         finally:
             self._counted()
-        return bool(counted)
+
+    def incr(self, node_id: int, limit: int = 0) -> bool:
+        def in_redis() -> bool:
+            keys, args = [self._procs_key, self._mine_key], [node_id, limit, self._lease_ms]
+            counted = bool(self._incr_below_limit(keys=keys, args=args, client=self.client))
+            if counted:
+                self._local.incr(node_id)
+            return counted
+
+        return self._count(in_redis, lambda: self._local.incr(node_id, limit))
 
     def incr_least_active(self, candidates: Sequence[NodeSpec], turn: int) -> NodeSpec | None:
-        if not self._counting_in_redis():
-            return self._local.incr_least_active(candidates, turn)
-        args: list[int] = [self._lease_ms, turn]
-        for node in candidates:
-            args += (node.id, max(node.weight, 1), node.max_concurrent, node.priority)
-        try:
+        def in_redis() -> NodeSpec | None:
+            args: list[int] = [self._lease_ms, turn]
+            for node in candidates:
+                args += (node.id, max(node.weight, 1), node.max_concurrent, node.priority)
             chosen = self._pick_least_active(keys=[self._procs_key, self._mine_key], args=args, client=self.client)
             if chosen is None:
                 return None
             node_id = int(chosen)
             self._local.incr(node_id)
-        except RedisError as exc:
-            self._redis_failed("incr", exc)
-            return self._local.incr_least_active(candidates, turn)
-        finally:
-            self._counted()
-        return next(node for node in candidates if node.id == node_id)
+            return next(node for node in candidates if node.id == node_id)
+
+        return self._count(in_redis, lambda: self._local.incr_least_active(candidates, turn))
 
     def decr(self, node_id: int, announce: bool = False) -> None:
         self._local.decr(node_id)

@@ -56,16 +56,9 @@ def least_active(
     candidates: Sequence[NodeSpec], counts: Mapping[int, int], statuses: Mapping[int, NodeStatus]
 ) -> NodeSpec:
     """Fewest active requests per unit of weight; ties take turns."""
-    # One pass: this runs on every request, over every healthy node with the model.
-    lowest = math.inf
-    tied: list[NodeSpec] = []
-    for node in candidates:
-        load = counts.get(node.id, 0) / (node.weight if node.weight > 1 else 1)
-        if load < lowest:
-            lowest, tied = load, [node]
-        elif load == lowest:
-            tied.append(node)
-    return _take_turn(tied)
+    node = pick_least_active(candidates, counts, next(_turn))
+    assert node is not None, "least_active needs a candidate"  # candidates are never empty, nor full
+    return node
 
 
 def lowest_latency(

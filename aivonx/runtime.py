@@ -146,9 +146,7 @@ class Runtime:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
-        release_lease = getattr(self.manager.state, "release_lease", None)
-        if release_lease is not None:
-            release_lease()
+        self.manager.state.release_lease()
         self.upstream.close()
 
 

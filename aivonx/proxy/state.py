@@ -41,6 +41,7 @@ class State(Protocol):
     def forget_node(self, node_id: int) -> None: ...
     def refresh(self) -> bool: ...
     def exclusive(self, name: str, ttl: float) -> Iterator[bool]: ...
+    def release_lease(self) -> None: ...
 
 
 class MemoryState:
@@ -113,6 +114,9 @@ class MemoryState:
     def exclusive(self, name: str, ttl: float) -> Iterator[bool]:
         # One process: APScheduler's max_instances=1 already keeps a job from overlapping.
         yield True
+
+    def release_lease(self) -> None:
+        pass  # one process: its counts end with it
 
 
 # Sum of one node's counters over the live processes; a process whose lease key expired

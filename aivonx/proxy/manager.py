@@ -308,8 +308,9 @@ class ProxyManager:
             return False
         now = time.time()
         failures = status.failures + 1
-        last_healthy = answered and model is not None and not self.active_holders(model, exclude=(node.id,))
-        if last_healthy or failures < self.settings.eject_after:
+        if failures < self.settings.eject_after or (
+            answered and model is not None and not self.active_holders(model, exclude=(node.id,))
+        ):
             self.state.put_status(replace(status, failures=failures, last_error=error, changed_at=now))
             return False
         status, seconds = ejected(status, self.settings, error, now)

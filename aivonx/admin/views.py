@@ -22,13 +22,13 @@ from aivonx.admin.forms import (
 )
 from aivonx.api.api_keys.schemas import ApiKeyCreateSchema
 from aivonx.api.logs.reader import LEVELS, SOURCES
-from aivonx.api.nodes.resources import applied, node_views, proxy_runtime
+from aivonx.api.nodes.resources import applied, node_or_404, node_views, proxy_runtime
 from aivonx.api.nodes.schemas import NodeCreateSchema, NodePatchSchema
 from aivonx.api.proxy_config.resources import changed
 from aivonx.api.proxy_config.schemas import ProxyConfigPatchSchema
+from aivonx.api.users.resources import user_or_404
 from aivonx.api.users.schemas import PasswordSetSchema, UserSchema, UserUpdateSchema
 from aivonx.logs import log_file
-from aivonx.models import User
 from aivonx.proxy.types import ACTIVE
 
 Page = tuple[str, int] | str
@@ -40,13 +40,6 @@ def dashboard() -> Page:
 
 
 # -- nodes -------------------------------------------------------------------------------
-
-
-def node_or_404(node_id: int) -> Any:
-    node = store.get_node(node_id)
-    if node is None:
-        abort(404, description=f"no node with id {node_id}")
-    return node
 
 
 def nodes_page(form: NodeForm | None = None, status: int = 200) -> Page:
@@ -160,13 +153,6 @@ def models() -> Page:
 
 
 # -- users and API keys (admins) ---------------------------------------------------------
-
-
-def user_or_404(user_id: int) -> User:
-    user = accounts.get_user(user_id)
-    if user is None:
-        abort(404, description=f"no user with id {user_id}")
-    return user
 
 
 def users_page(status: int = 200, **forms: Any) -> Page:

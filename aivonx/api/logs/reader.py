@@ -20,7 +20,7 @@ import re
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from aivonx.proxy.names import normalize_model
@@ -135,9 +135,11 @@ def _status_matches(status: Any, wanted: str) -> bool:
 
 def entry_time(entry: dict[str, Any]) -> datetime | None:
     try:
-        return datetime.fromisoformat(str(entry["time"]))
+        when = datetime.fromisoformat(str(entry["time"]))
     except (KeyError, ValueError):
         return None
+    # A line without a zone (not one of ours) is taken as UTC: filters compare aware times.
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 
 from aivonx import admin, api, commands, errors, logs, metrics, runtime, security, stats
-from aivonx.extensions import db, migrate, redis_store
+from aivonx.extensions import bound_database_connects, db, migrate, redis_store
 from aivonx.proxy.views import bp as ollama_bp
 from aivonx.version import __version__
 from config import build_settings
@@ -35,6 +35,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 def register_extensions(app: Flask) -> None:
     logs.init_app(app)
     db.init_app(app)
+    bound_database_connects()
     migrate.init_app(app, db, directory=MIGRATIONS_DIR)
     redis_store.init_app(app)
     security.init_app(app)

@@ -17,19 +17,19 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from sqlalchemy.orm import DeclarativeBase
 
+from config.settings import DATABASE_CONNECT_TIMEOUT
+
 
 class Base(DeclarativeBase):
     pass
 
 
-# Seconds to reach PostgreSQL: a database host that drops packets must fail a management
-# request (503) and a config sync quickly, not after the OS's TCP timeout of minutes.
-DATABASE_CONNECT_TIMEOUT = 3
-
-
 def _connect_within_timeout(dialect: Any, conn_rec: Any, cargs: Any, cparams: Any) -> Any:
-    """libpq enforces `connect_timeout` only on a blocking connect; psycopg2 made cooperative
-    under gevent (wsgi.py) polls instead and would wait forever, so a gevent timeout bounds it."""
+    """libpq enforces `connect_timeout` (config: DATABASE_CONNECT_TIMEOUT) only on a blocking
+    connect; psycopg2 made cooperative under gevent (wsgi.py) polls instead and would wait
+    forever, so a gevent timeout bounds it. None: connect as usual."""
+    if dialect.name != "postgresql":
+        return None
     try:
         from gevent import Timeout
         from gevent.monkey import is_module_patched
@@ -49,17 +49,10 @@ def _connect_within_timeout(dialect: Any, conn_rec: Any, cargs: Any, cparams: An
         timeout.close()
 
 
-class Database(SQLAlchemy):
-    def _apply_driver_defaults(self, options: dict, app: Flask) -> None:
-        super()._apply_driver_defaults(options, app)
-        if sa.engine.make_url(options["url"]).get_backend_name() == "postgresql":
-            options.setdefault("connect_args", {}).setdefault("connect_timeout", DATABASE_CONNECT_TIMEOUT)
-
-    def _make_engine(self, bind_key: str | None, options: dict, app: Flask) -> sa.engine.Engine:
-        engine = super()._make_engine(bind_key, options, app)
-        if engine.url.get_backend_name() == "postgresql":
-            sa.event.listen(engine, "do_connect", _connect_within_timeout)
-        return engine
+def bound_database_connects() -> None:
+    """Every engine's connects go through `_connect_within_timeout` (registered once)."""
+    if not sa.event.contains(sa.engine.Engine, "do_connect", _connect_within_timeout):
+        sa.event.listen(sa.engine.Engine, "do_connect", _connect_within_timeout)
 
 
 def connect_redis(url: str) -> Redis:
@@ -111,7 +104,7 @@ class ManagementApi(Api):
         self.spec.components.response("DEFAULT_ERROR", default, lazy=True)
 
 
-db = Database(model_class=Base)
+db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 redis_store = RedisExtension()
 api = ManagementApi()

@@ -128,6 +128,10 @@ ENV_SETTINGS: dict[str, tuple[str, Callable[[str, str], Any]]] = {
     "AIVONX_SESSION_HOURS": ("AIVONX_SESSION_HOURS", _positive_float),
 }
 
+# Seconds to reach PostgreSQL: a database host that drops packets must fail a management
+# request (503) and a config sync quickly, not after the OS's TCP timeout of minutes.
+DATABASE_CONNECT_TIMEOUT = 3
+
 DEFAULTS: dict[str, Any] = {
     "AIVONX_ENV": "development",
     "SECRET_KEY": None,
@@ -220,6 +224,10 @@ def build_settings(
         database = Path(instance_path) / "aivonx.sqlite3"
         settings["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{database}"
     settings["SQLALCHEMY_DATABASE_URI"] = database_driver(settings["SQLALCHEMY_DATABASE_URI"])
+    if settings["SQLALCHEMY_DATABASE_URI"].startswith("postgresql"):
+        options = dict(settings["SQLALCHEMY_ENGINE_OPTIONS"])
+        options["connect_args"] = {"connect_timeout": DATABASE_CONNECT_TIMEOUT, **options.get("connect_args", {})}
+        settings["SQLALCHEMY_ENGINE_OPTIONS"] = options
     return settings
 
 
